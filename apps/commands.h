@@ -1,0 +1,11 @@
+// Subcommands of the `olmo-hybrid` command. Each cmd_*.cpp registers one or more subcommands on the
+// top-level CLI11 app; main.cpp calls every register function and turns errors into one-line messages.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace olmo::cli {
+
+void register_inspect(CLI::App& app);
+
+}  // namespace olmo::cli
