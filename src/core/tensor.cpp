@@ -155,6 +155,32 @@ void copy_tensor(const Tensor& dst, const Tensor& src) {
 #endif
 }
 
+void copy_convert(const Tensor& dst, const Tensor& src) {
+    OLMO_CHECK(dst.numel() == src.numel(), "copy_convert ", src.shape_str(), " -> ", dst.shape_str());
+    if (dst.dtype == src.dtype) {
+        copy_tensor(dst, src.reshape(std::span<const int64_t>(dst.shape.data(), dst.ndim)));
+        return;
+    }
+    OwnedTensor f = to_host_f32(src);
+    const int64_t n = src.numel();
+    OwnedTensor staged(dst.dtype, dst.dims());
+    const float* in = f.f32();
+    switch (dst.dtype) {
+        case DType::f32: std::memcpy(staged->data, in, n * 4); break;
+        case DType::f64:
+            for (int64_t i = 0; i < n; ++i) staged->as<double>()[i] = in[i];
+            break;
+        case DType::bf16:
+            for (int64_t i = 0; i < n; ++i) staged->as<uint16_t>()[i] = f32_to_bf16(in[i]);
+            break;
+        case DType::f16:
+            for (int64_t i = 0; i < n; ++i) staged->as<uint16_t>()[i] = f32_to_f16(in[i]);
+            break;
+        default: fail("[tensor] copy_convert: not a float dtype: ", dtype_name(dst.dtype));
+    }
+    copy_tensor(dst, staged);
+}
+
 OwnedTensor to_host_f32(const Tensor& src) {
     const Tensor* s = &src;
     OwnedTensor staged;

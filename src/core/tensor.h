@@ -87,6 +87,10 @@ std::shared_ptr<void> allocate_bytes(Device device, size_t bytes);
 // Copies between tensors of the same shape and dtype, on any pair of devices.
 void copy_tensor(const Tensor& dst, const Tensor& src);
 
+// Copies src into dst converting between float dtypes (f32, f64, bf16, f16) through the host when the
+// dtypes differ. Shapes must have the same number of elements.
+void copy_convert(const Tensor& dst, const Tensor& src);
+
 // Host f32 copy of any float tensor (converting bf16/f16/f64), on the CPU.
 OwnedTensor to_host_f32(const Tensor& src);
 

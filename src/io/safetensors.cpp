@@ -12,6 +12,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <tuple>
 
 #include "io/atomic_file.h"
 
@@ -306,25 +307,68 @@ bool SafetensorsWriter::contains(const std::string& name) const {
     return std::any_of(items_.begin(), items_.end(), [&](const Item& i) { return i.name == name; });
 }
 
-void SafetensorsWriter::write(const std::string& path) const {
+namespace {
+
+size_t byte_count(DType dtype, const std::vector<int64_t>& shape) {
+    size_t n = dtype_size(dtype);
+    for (int64_t d : shape) n *= size_t(d);
+    return n;
+}
+
+// Header JSON (padded to 8 bytes) for tensors laid out back to back in the given order.
+std::string make_header(const std::vector<std::tuple<std::string, DType, std::vector<int64_t>>>& tensors,
+                        const std::map<std::string, std::string>& metadata) {
     json h = json::object();
     size_t offset = 0;
-    for (const Item& it : items_) {
-        h[it.name] = {{"dtype", dtype_to_safetensors(it.dtype)},
-                      {"shape", it.shape},
-                      {"data_offsets", {offset, offset + it.nbytes}}};
-        offset += it.nbytes;
+    std::set<std::string> names;
+    for (const auto& [name, dtype, shape] : tensors) {
+        if (!names.insert(name).second) fail("[safetensors] writer: duplicate tensor name \"", name, "\"");
+        const size_t nbytes = byte_count(dtype, shape);
+        h[name] = {{"dtype", dtype_to_safetensors(dtype)},
+                   {"shape", shape},
+                   {"data_offsets", {offset, offset + nbytes}}};
+        offset += nbytes;
     }
-    if (!metadata_.empty()) h["__metadata__"] = metadata_;
+    if (!metadata.empty()) h["__metadata__"] = metadata;
     std::string header = h.dump();
     while ((8 + header.size()) % 8) header.push_back(' ');
-    AtomicFile out(path);
+    return header;
+}
+
+void write_header(AtomicFile& out, const std::string& header) {
     const uint64_t n = header.size();
     unsigned char len[8];
     for (int i = 0; i < 8; ++i) len[i] = (unsigned char)(n >> (8 * i));
     out.write(len, 8);
     out.write(header.data(), header.size());
+}
+
+}  // namespace
+
+void SafetensorsWriter::write(const std::string& path) const {
+    std::vector<std::tuple<std::string, DType, std::vector<int64_t>>> decl;
+    for (const Item& it : items_) decl.emplace_back(it.name, it.dtype, it.shape);
+    AtomicFile out(path);
+    write_header(out, make_header(decl, metadata_));
     for (const Item& it : items_) out.write(it.bytes.get(), it.nbytes);
+    out.commit();
+}
+
+void write_safetensors_streamed(const std::string& path, const std::vector<StreamedTensor>& tensors,
+                                const std::map<std::string, std::string>& metadata) {
+    std::vector<std::tuple<std::string, DType, std::vector<int64_t>>> decl;
+    size_t largest = 0;
+    for (const StreamedTensor& t : tensors) {
+        decl.emplace_back(t.name, t.dtype, t.shape);
+        largest = std::max(largest, byte_count(t.dtype, t.shape));
+    }
+    AtomicFile out(path);
+    write_header(out, make_header(decl, metadata));
+    std::shared_ptr<void> buffer = allocate_bytes(Device::cpu, largest);
+    for (const StreamedTensor& t : tensors) {
+        t.fill(buffer.get());
+        out.write(buffer.get(), byte_count(t.dtype, t.shape));
+    }
     out.commit();
 }
 

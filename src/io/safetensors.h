@@ -7,6 +7,7 @@
 // byte-count mismatches and duplicate names are errors naming the file and the tensor.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -77,6 +78,18 @@ private:
     std::vector<Item> items_;
     std::map<std::string, std::string> metadata_;
 };
+
+// Writes a file whose tensors are produced one at a time (for checkpoints larger than memory): the header
+// is computed from the declared names, dtypes and shapes, then each `fill` writes its tensor's bytes into a
+// buffer of exactly that size. Atomic like SafetensorsWriter::write.
+struct StreamedTensor {
+    std::string name;
+    DType dtype;
+    std::vector<int64_t> shape;
+    std::function<void(void* dst)> fill;
+};
+void write_safetensors_streamed(const std::string& path, const std::vector<StreamedTensor>& tensors,
+                                const std::map<std::string, std::string>& metadata = {});
 
 // safetensors dtype strings ("F32", "BF16", ...) <-> DType.
 DType dtype_from_safetensors(const std::string& s, const std::string& context);
