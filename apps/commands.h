@@ -6,6 +6,6 @@
 
 namespace olmo::cli {
 
-void register_inspect(CLI::App& app);
+void register_model_commands(CLI::App& app);  // forward, generate, inspect, init
 
 }  // namespace olmo::cli

@@ -11,7 +11,7 @@ int main(int argc, char** argv) {
         "Reads Hugging Face checkpoints (config.json + safetensors) directly."};
     app.require_subcommand(1);
     app.set_version_flag("--version", "olmo-hybrid 0.1.0");
-    olmo::cli::register_inspect(app);
+    olmo::cli::register_model_commands(app);
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
