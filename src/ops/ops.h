@@ -7,6 +7,10 @@
 // first output. Unless an op says otherwise, float tensors of one call share one dtype (f32 on the CPU;
 // f32 or bf16 on CUDA), "N" is any number of rows (e.g. B*T), and `out` may alias an input of the
 // same shape (in-place) where the op is elementwise per row.
+// The CPU also runs every op in f64 (all float operands f64, including those documented as f32 such
+// as GDN gates and states), for gradient checks. Operands whose layout follows another one (outputs,
+// gradients, g/beta of the GDN) are checked by element count only, so callers may pass reshaped views
+// ([N, H·D] for [B, T, H, D]); the operand that defines the layout is checked dimension by dimension.
 //
 // Backward ops write gradients of the loss with respect to each input; a gradient named with
 // "(accumulates)" is added to, so parameters' gradients can be summed over layers and steps.
@@ -29,6 +33,8 @@ void matmul_backward_weight(const Tensor& d_w, const Tensor& d_out, const Tensor
 void add(const Tensor& out, const Tensor& a, const Tensor& b);
 // out = value everywhere (any float dtype).
 void fill(const Tensor& out, float value);
+// out = s · x (same shape; out may alias x).
+void scale(const Tensor& out, const Tensor& x, float s);
 
 // ---- embedding ---------------------------------------------------------------------------------
 
@@ -155,5 +161,17 @@ void repeat_heads_backward(const Tensor& d_x, const Tensor& d_out);
 // and the number of counted rows in *count if not null. Host-side result; synchronises on CUDA.
 double cross_entropy(const Tensor& d_logits, const Tensor& logits, const Tensor& targets,
                      float z_loss, int64_t ignore_index, int64_t* count = nullptr);
+
+// ---- optimiser ---------------------------------------------------------------------------------
+
+// Σ x² over all elements (f64 accumulation), returned to the host; synchronises on CUDA.
+double sum_squares(const Tensor& x);
+
+// One AdamW step (decoupled weight decay, PyTorch/OLMo-core order) on f32 tensors of one shape:
+//   p ← p·(1 − lr·wd);  m ← β1·m + (1−β1)·g;  v ← β2·v + (1−β2)·g²
+//   p ← p − (lr / (1−β1^step)) · m / (sqrt(v / (1−β2^step)) + eps)
+// `grad_scale` multiplies g first (global-norm clipping). step counts from 1.
+void adamw(const Tensor& param, const Tensor& m, const Tensor& v, const Tensor& grad, float lr, float beta1,
+           float beta2, float eps, float weight_decay, int64_t step, float grad_scale);
 
 }  // namespace olmo::ops
