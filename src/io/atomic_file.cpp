@@ -39,6 +39,22 @@ void AtomicFile::write(const void* data, size_t n) {
         }
         p += w;
         n -= size_t(w);
+        written_ += size_t(w);
+    }
+}
+
+void AtomicFile::write_at(size_t offset, const void* data, size_t n) {
+    OLMO_CHECK(offset + n <= written_, "write_at past the end of what was written");
+    const char* p = static_cast<const char*>(data);
+    while (n > 0) {
+        const ssize_t w = ::pwrite(fd_, p, n, off_t(offset));
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            fail("[io] writing ", path_, ": ", std::strerror(errno));
+        }
+        p += w;
+        n -= size_t(w);
+        offset += size_t(w);
     }
 }
 

@@ -16,6 +16,9 @@ public:
     AtomicFile& operator=(const AtomicFile&) = delete;
 
     void write(const void* data, size_t n);
+    // Overwrites bytes already written (e.g. a header completed at the end).
+    void write_at(size_t offset, const void* data, size_t n);
+    size_t size() const { return written_; }
     // Flushes, fsyncs and renames the temporary onto the destination.
     void commit();
     const std::string& temp_path() const { return temp_; }
@@ -23,6 +26,7 @@ public:
 private:
     std::string path_, temp_;
     int fd_ = -1;
+    size_t written_ = 0;
     bool committed_ = false;
 };
 

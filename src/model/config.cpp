@@ -168,7 +168,7 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& source) {
             rd.bad("hidden_size", "must be a multiple of num_attention_heads when head_dim is absent");
         c.head_dim = c.hidden_size / c.num_attention_heads;
     }
-    c.max_position_embeddings = rd.positive_or("max_position_embeddings", 4096);
+    c.max_position_embeddings = rd.positive_or("max_position_embeddings", hybrid ? 65536 : 2048);
     c.rms_norm_eps = rd.number_or("rms_norm_eps", 1e-6);
     if (!(c.rms_norm_eps > 0)) rd.bad("rms_norm_eps", "must be positive");
     c.tie_word_embeddings = rd.boolean_or("tie_word_embeddings", false);
@@ -188,7 +188,7 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& source) {
             const std::string s = t.is_string() ? t.get<std::string>() : t.dump();
             if (s == "full_attention") {
                 c.layer_types.push_back(LayerType::full_attention);
-            } else if (s == "sliding_attention") {
+            } else if (s == "sliding_attention" && !hybrid) {
                 c.layer_types.push_back(LayerType::sliding_attention);
             } else if (s == "linear_attention" && hybrid) {
                 c.layer_types.push_back(LayerType::linear_attention);
@@ -205,6 +205,8 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& source) {
                 c.layer_types.push_back((i + 1) % 4 != 0 ? LayerType::sliding_attention
                                                          : LayerType::full_attention);
         }
+        // HF makes the last layer attention when the pattern would have none.
+        if (hybrid && c.num_attention_layers_in(c.layer_types) == 0) c.layer_types.back() = LayerType::full_attention;
     }
     const bool any_sliding =
         std::count(c.layer_types.begin(), c.layer_types.end(), LayerType::sliding_attention) > 0;
@@ -217,6 +219,9 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& source) {
     if (j.contains("rope_parameters")) {
         const json& rp = j["rope_parameters"];
         const bool per_type = rp.is_object() && (rp.contains("full_attention") || rp.contains("sliding_attention"));
+        if (per_type && hybrid)
+            rd.bad("rope_parameters", "must be one dict for olmo_hybrid (HF applies a single RoPE to its "
+                                      "full-attention layers), got per-layer-type dicts");
         if (per_type) {
             c.rope_full = parse_rope(rp.value("full_attention", json()), source + ": rope_parameters.full_attention",
                                      c.max_position_embeddings);
@@ -243,10 +248,13 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& source) {
         if (r->enabled && c.head_dim % 2 != 0) rd.bad("head_dim", "must be even for RoPE");
 
     if (hybrid) {
-        c.linear_num_key_heads = rd.positive("linear_num_key_heads");
-        c.linear_num_value_heads = rd.positive_or("linear_num_value_heads", c.linear_num_key_heads);
-        c.linear_key_head_dim = rd.positive("linear_key_head_dim");
-        c.linear_value_head_dim = rd.positive("linear_value_head_dim");
+        // HF defaults: heads = num_attention_heads, D_k = int(0.75·hidden / key heads), D_v = 2·D_k.
+        c.linear_num_key_heads = rd.positive_or("linear_num_key_heads", c.num_attention_heads);
+        c.linear_num_value_heads = rd.positive_or("linear_num_value_heads", c.num_attention_heads);
+        c.linear_key_head_dim =
+            rd.positive_or("linear_key_head_dim", int64_t(0.75 * double(c.hidden_size) / double(c.linear_num_key_heads)));
+        c.linear_value_head_dim = rd.positive_or("linear_value_head_dim", 2 * c.linear_key_head_dim);
+        if (c.linear_key_head_dim <= 0) rd.bad("linear_key_head_dim", "must be positive");
         c.linear_conv_kernel_dim = rd.positive_or("linear_conv_kernel_dim", 4);
         c.linear_allow_neg_eigval = rd.boolean_or("linear_allow_neg_eigval", true);
         if (c.linear_num_value_heads % c.linear_num_key_heads != 0)
@@ -261,6 +269,7 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& source) {
     }
     c.initializer_range = rd.number_or("initializer_range", 0.02);
 
+    if (!j.contains("eos_token_id") && hybrid) c.eos_token_ids.push_back(100257);  // HF default
     if (rd.has("eos_token_id")) {
         const json& e = j["eos_token_id"];
         if (e.is_number_integer()) {

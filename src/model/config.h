@@ -77,6 +77,11 @@ struct ModelConfig {
     int64_t conv_dim() const { return 2 * key_dim() + value_dim(); }
     bool is_attention(int64_t layer) const { return layer_types[layer] != LayerType::linear_attention; }
     int64_t num_gdn_layers() const;
+    static int64_t num_attention_layers_in(const std::vector<LayerType>& types) {
+        int64_t n = 0;
+        for (LayerType t : types) n += t != LayerType::linear_attention;
+        return n;
+    }
     int64_t num_attention_layers() const { return num_hidden_layers - num_gdn_layers(); }
     const RopeConfig& rope_for(int64_t layer) const {
         return layer_types[layer] == LayerType::sliding_attention ? rope_sliding : rope_full;

@@ -80,6 +80,9 @@ struct ForwardOutputs {
 void forward(const Model& model, InferenceState* state, int64_t slot0, const Tensor& ids,
              const ForwardOutputs& out, Arena& arena);
 
+// Writes config.json and model.safetensors (HF layout, weights as file_dtype) into `dir`, creating it.
+void save_model(const Model& model, const std::string& dir, DType file_dtype);
+
 // Checks every id lies in [0, vocab); returns them as i32. Errors name the offending position.
 std::vector<int32_t> validate_ids(const Tensor& ids, int64_t vocab_size);
 

@@ -1,0 +1,194 @@
+// Forward pass of the attention and Gated DeltaNet layers (spec §2.2-2.6), one statement per equation.
+#include <cmath>
+
+#include "model/layers.h"
+#include "ops/ops.h"
+
+namespace olmo {
+
+namespace {
+// Below this many new tokens the recurrent form is used (decode, short continuations); above, chunks.
+constexpr int64_t kChunkedMinTokens = 16;
+}  // namespace
+
+BatchInfo make_batch_info(Arena& arena, int64_t B, int64_t T, const std::vector<int64_t>* lengths, int64_t slot0) {
+    BatchInfo bt;
+    bt.B = B;
+    bt.T = T;
+    bt.N = B * T;
+    std::vector<int32_t> positions(bt.N), start(B), kv_lens(B);
+    for (int64_t b = 0; b < B; ++b) {
+        const int64_t len = lengths ? (*lengths)[slot0 + b] : 0;
+        start[b] = int32_t(len);
+        kv_lens[b] = int32_t(len + T);
+        for (int64_t t = 0; t < T; ++t) positions[b * T + t] = int32_t(len + t);
+    }
+    bt.positions = arena.upload_i32(positions);
+    bt.start = arena.upload_i32(start);
+    bt.kv_lens = arena.upload_i32(kv_lens);
+    return bt;
+}
+
+static MlpActs plan_mlp(Arena& arena, const ModelConfig& c, int64_t N, DType dt, bool keep) {
+    MlpActs m;
+    m.gate = arena.alloc(dt, {N, c.intermediate_size});
+    m.up = arena.alloc(dt, {N, c.intermediate_size});
+    m.act = keep ? arena.alloc(dt, {N, c.intermediate_size}) : m.gate;
+    return m;
+}
+
+AttnActs plan_attention_acts(Arena& arena, const ModelConfig& c, int64_t B, int64_t T, DType dt, bool keep) {
+    const int64_t N = B * T, C = c.hidden_size, Hq = c.num_attention_heads, Hkv = c.num_key_value_heads,
+                  D = c.head_dim;
+    AttnActs a;
+    a.q_raw = arena.alloc(dt, {N, Hq * D});
+    a.k_raw = arena.alloc(dt, {N, Hkv * D});
+    a.q = keep ? arena.alloc(dt, {B, T, Hq, D}) : a.q_raw.reshape({B, T, Hq, D});
+    a.k = keep ? arena.alloc(dt, {B, T, Hkv, D}) : a.k_raw.reshape({B, T, Hkv, D});
+    a.v = arena.alloc(dt, {B, T, Hkv, D});
+    a.attn = arena.alloc(dt, {B, T, Hq, D});
+    a.o_raw = arena.alloc(dt, {N, C});
+    a.o = keep ? arena.alloc(dt, {N, C}) : a.o_raw;
+    a.h_mid = keep ? arena.alloc(dt, {N, C}) : Tensor();  // inference: the residual is updated in place
+    a.mlp = plan_mlp(arena, c, N, dt, keep);
+    a.m_raw = a.o_raw;  // the attention output is dead once added to the residual
+    a.m = a.o;
+    if (keep) {
+        a.m_raw = arena.alloc(dt, {N, C});
+        a.m = arena.alloc(dt, {N, C});
+    }
+    return a;
+}
+
+GdnActs plan_gdn_acts(Arena& arena, const ModelConfig& c, int64_t B, int64_t T, DType dt, bool keep) {
+    const int64_t N = B * T, C = c.hidden_size, Hk = c.linear_num_key_heads, H = c.linear_num_value_heads;
+    const int64_t Dk = c.linear_key_head_dim, Dv = c.linear_value_head_dim, Kd = c.key_dim(), Vd = c.value_dim();
+    GdnActs a;
+    a.x = arena.alloc(dt, {N, C});
+    a.q_pre = arena.alloc(dt, {B, T, Kd});
+    a.k_pre = arena.alloc(dt, {B, T, Kd});
+    a.v_pre = arena.alloc(dt, {B, T, Vd});
+    a.a = arena.alloc(dt, {N, H});
+    a.b = arena.alloc(dt, {N, H});
+    a.z = arena.alloc(dt, {N, Vd});
+    // The conv reads up to W−1 earlier rows, so its output never aliases its input.
+    a.q_conv = arena.alloc(dt, {B, T, Kd});
+    a.k_conv = arena.alloc(dt, {B, T, Kd});
+    a.v_conv = arena.alloc(dt, {B, T, Vd});
+    a.q = keep ? arena.alloc(dt, {B, T, Hk, Dk}) : a.q_conv.reshape({B, T, Hk, Dk});
+    a.k = keep ? arena.alloc(dt, {B, T, Hk, Dk}) : a.k_conv.reshape({B, T, Hk, Dk});
+    a.q_rep = H == Hk ? a.q : arena.alloc(dt, {B, T, H, Dk});
+    a.k_rep = H == Hk ? a.k : arena.alloc(dt, {B, T, H, Dk});
+    a.g = arena.alloc(DType::f32, {B, T, H});
+    a.beta = arena.alloc(DType::f32, {B, T, H});
+    a.o = arena.alloc(dt, {B, T, H, Dv});
+    a.y = keep ? arena.alloc(dt, {N * H, Dv}) : a.o.reshape({N * H, Dv});
+    a.out = arena.alloc(dt, {N, C});
+    a.h_mid = keep ? arena.alloc(dt, {N, C}) : Tensor();
+    a.x2 = keep ? arena.alloc(dt, {N, C}) : a.x;
+    a.mlp = plan_mlp(arena, c, N, dt, keep);
+    a.m = keep ? arena.alloc(dt, {N, C}) : a.out;
+    return a;
+}
+
+// SwiGLU MLP (spec §2.5): out[N, C] = down(silu(gate(x)) ⊙ up(x)).
+static void mlp_forward(const Tensor& out, const Tensor& x, const MlpActs& m, const MlpWeights& w) {
+    ops::matmul(m.gate, x, w.gate_proj);
+    ops::matmul(m.up, x, w.up_proj);
+    ops::swiglu(m.act, m.gate, m.up);
+    ops::matmul(out, m.act, w.down_proj);
+}
+
+void attention_layer_forward(const Tensor& h_out, const Tensor& h_in, const AttnActs& a, int64_t layer,
+                             const Model& model, InferenceState* state, int64_t slot0, const BatchInfo& bt) {
+    const ModelConfig& c = model.config();
+    const AttentionWeights& w = model.w().layers[layer].attn;
+    const int64_t B = bt.B, T = bt.T, N = bt.N, Hq = c.num_attention_heads, Hkv = c.num_key_value_heads,
+                  D = c.head_dim;
+    const float eps = float(c.rms_norm_eps);
+    ops::matmul(a.q_raw, h_in, w.q_proj);                                // q = x·Wqᵀ        (2.4.1)
+    ops::matmul(a.k_raw, h_in, w.k_proj);                                // k = x·Wkᵀ
+    ops::matmul(a.v.reshape({N, Hkv * D}), h_in, w.v_proj);              // v = x·Wvᵀ
+    ops::rmsnorm(a.q.reshape({N, Hq * D}), a.q_raw, w.q_norm, eps);      // QK-norm, full width (2.4.2)
+    ops::rmsnorm(a.k.reshape({N, Hkv * D}), a.k_raw, w.k_norm, eps);
+    const RopeConfig& rope = c.rope_for(layer);
+    if (rope.enabled) {                                                  // (2.4.4)
+        ops::rope(a.q.reshape({N, Hq, D}), a.q.reshape({N, Hq, D}), bt.positions, model.inv_freq(layer),
+                  rope.attention_scaling());
+        ops::rope(a.k.reshape({N, Hkv, D}), a.k.reshape({N, Hkv, D}), bt.positions, model.inv_freq(layer),
+                  rope.attention_scaling());
+    }
+    Tensor k_all = a.k, v_all = a.v;
+    if (state) {
+        InferenceState::Layer& st = state->layers[layer];
+        k_all = st.k->narrow0(slot0, B);
+        v_all = st.v->narrow0(slot0, B);
+        ops::kv_append(k_all, a.k, bt.start);
+        ops::kv_append(v_all, a.v, bt.start);
+    }
+    ops::attention(a.attn, a.q, k_all, v_all, bt.kv_lens, c.window_for(layer),
+                   1.0f / std::sqrt(float(D)));                          // softmax(q kᵀ/√D) v (2.4.5)
+    ops::matmul(a.o_raw, a.attn.reshape({N, Hq * D}), w.o_proj);         // (2.4.6)
+    ops::rmsnorm(a.o, a.o_raw, w.post_attention_layernorm, eps);
+    const Tensor h_mid = a.h_mid.empty() ? h_out : a.h_mid;
+    ops::add(h_mid, h_in, a.o);                                          // h = r + RMSNorm_pa(attn(r))
+    mlp_forward(a.m_raw, h_mid, a.mlp, model.w().layers[layer].mlp);
+    ops::rmsnorm(a.m, a.m_raw, w.post_feedforward_layernorm, eps);
+    ops::add(h_out, h_mid, a.m);                                         // h = r + RMSNorm_pf(mlp(r))
+    (void)T;
+}
+
+void gdn_layer_forward(const Tensor& h_out, const Tensor& h_in, const GdnActs& a, int64_t layer,
+                       const Model& model, InferenceState* state, int64_t slot0, const BatchInfo& bt,
+                       Arena& arena) {
+    const ModelConfig& c = model.config();
+    const GdnWeights& w = model.w().layers[layer].gdn;
+    const int64_t B = bt.B, T = bt.T, N = bt.N;
+    const int64_t Hk = c.linear_num_key_heads, H = c.linear_num_value_heads;
+    const int64_t Dk = c.linear_key_head_dim, Dv = c.linear_value_head_dim, Kd = c.key_dim(), Vd = c.value_dim();
+    ops::rmsnorm(a.x, h_in, w.input_layernorm, float(c.rms_norm_eps));  // x = RMSNorm_in(h)
+    ops::matmul(a.q_pre.reshape({N, Kd}), a.x, w.q_proj);                // q̃ = x·Wqᵀ        (2.6.1)
+    ops::matmul(a.k_pre.reshape({N, Kd}), a.x, w.k_proj);                // k̃ = x·Wkᵀ
+    ops::matmul(a.v_pre.reshape({N, Vd}), a.x, w.v_proj);                // ṽ = x·Wvᵀ
+    ops::matmul(a.a, a.x, w.a_proj);                                     // decay input a
+    ops::matmul(a.b, a.x, w.b_proj);                                     // write-strength input b
+    ops::matmul(a.z, a.x, w.g_proj);                                     // output gate z
+    Tensor conv_q, conv_k, conv_v, S;
+    if (state) {
+        InferenceState::Layer& st = state->layers[layer];
+        conv_q = st.conv_q->narrow0(slot0, B);
+        conv_k = st.conv_k->narrow0(slot0, B);
+        conv_v = st.conv_v->narrow0(slot0, B);
+        S = st.recurrent->narrow0(slot0, B);
+    } else {
+        S = arena.alloc(DType::f32, {B, H, Dk, Dv});
+        ops::fill(S, 0.0f);
+    }
+    ops::conv1d_silu(a.q_conv, a.q_pre, w.conv_q, conv_q);               // silu(conv4(q̃))   (2.6.2)
+    ops::conv1d_silu(a.k_conv, a.k_pre, w.conv_k, conv_k);
+    ops::conv1d_silu(a.v_conv, a.v_pre, w.conv_v, conv_v);
+    ops::l2norm(a.q.reshape({N * Hk, Dk}), a.q_conv.reshape({N * Hk, Dk}), kL2NormEps,
+                1.0f / std::sqrt(float(Dk)));                            // q̂ = q/‖q‖·Dk^-½   (2.6.6)
+    ops::l2norm(a.k.reshape({N * Hk, Dk}), a.k_conv.reshape({N * Hk, Dk}), kL2NormEps, 1.0f);
+    if (H != Hk) {                                                       // GVA (2.6.3)
+        ops::repeat_heads(a.q_rep.reshape({N, H, Dk}), a.q.reshape({N, Hk, Dk}));
+        ops::repeat_heads(a.k_rep.reshape({N, H, Dk}), a.k.reshape({N, Hk, Dk}));
+    }
+    ops::gdn_gates(a.g.reshape({N, H}), a.beta.reshape({N, H}), a.a, a.b, w.A_log, w.dt_bias,
+                   c.linear_allow_neg_eigval);                           // g, β            (2.6.4-5)
+    const Tensor v = a.v_conv.reshape({B, T, H, Dv});
+    if (T >= kChunkedMinTokens || !state)                                // S_t, o_t          (2.6.7)
+        ops::gdn_chunked(a.o, S, a.q_rep, a.k_rep, v, a.g, a.beta);
+    else
+        ops::gdn_recurrent(a.o, S, a.q_rep, a.k_rep, v, a.g, a.beta);
+    ops::rmsnorm_gated(a.y, a.o.reshape({N * H, Dv}), a.z.reshape({N * H, Dv}), w.o_norm,
+                       kGdnNormEps);                                     // RMSNorm(o) ⊙ silu(z) (2.6.8)
+    ops::matmul(a.out, a.y.reshape({N, Vd}), w.o_proj);                  // (2.6.9)
+    const Tensor h_mid = a.h_mid.empty() ? h_out : a.h_mid;
+    ops::add(h_mid, h_in, a.out);                                        // h = r + GDN(RMSNorm_in(r))
+    ops::rmsnorm(a.x2, h_mid, w.post_attention_layernorm, float(c.rms_norm_eps));
+    mlp_forward(a.m, a.x2, a.mlp, model.w().layers[layer].mlp);
+    ops::add(h_out, h_mid, a.m);                                         // h = r + MLP(RMSNorm_pa(r))
+}
+
+}  // namespace olmo
