@@ -141,7 +141,15 @@ TEST(Config, UnsupportedValuesNameTheKey) {
     EXPECT_NE(error_of(j).find("hidden_size"), std::string::npos);
     j = tiny_hybrid();
     j["layer_types"] = {"linear_attention", "sliding_attention", "linear_attention", "full_attention"};
-    EXPECT_NE(error_of(j).find("sliding_window"), std::string::npos);
+    EXPECT_NE(error_of(j).find("\"sliding_attention\" for model_type olmo_hybrid"), std::string::npos);
+    j = tiny_hybrid();
+    j["rope_parameters"] = {{"full_attention", {{"rope_theta", 10000}}}};
+    EXPECT_NE(error_of(j).find("rope_parameters"), std::string::npos);
+    json o3 = tiny_hybrid();
+    o3["model_type"] = "olmo3";
+    o3["rope_parameters"] = {{"rope_theta", 10000.0}};
+    o3["layer_types"] = {"sliding_attention", "sliding_attention", "sliding_attention", "full_attention"};
+    EXPECT_NE(error_of(o3).find("sliding_window"), std::string::npos);
     EXPECT_NE(error_of(json::array()).find("JSON object"), std::string::npos);
 }
 
