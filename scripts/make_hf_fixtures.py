@@ -88,7 +88,7 @@ def make(name, case, out_root):
         g = torch.Generator().manual_seed(1000 + seed)
         V = model.config.vocab_size
         ids = torch.randint(2, V, (case["B"], case["T"]), generator=g)
-        prompt = ids[:1, :12]
+        prompt = ids[:1, :12].clone()
         model.generation_config.eos_token_id = None
         with torch.no_grad():
             gen = model.generate(prompt, max_new_tokens=24, do_sample=False, output_scores=True,

@@ -1,6 +1,7 @@
 // The model against HF transformers (logits, hidden states, greedy continuation), and the equivalences
 // that decoding relies on: prefill = token-by-token decode, a prompt in pieces = in one piece, a batch =
 // its sequences one by one.
+#include <cmath>
 #include <cstring>
 
 #include "infer/generate.h"
@@ -174,6 +175,62 @@ TEST(ModelInput, RejectsBadIds) {
     InferenceState st(m, 1, 2);
     ids->as<int64_t>()[1] = 3;
     EXPECT_THROW(forward(m, &st, 0, ids, out, arena), Error);  // past the state's length limit
+}
+
+}  // namespace
+}  // namespace olmo
+
+namespace olmo {
+namespace {
+
+// Checkpoints written by `olmo-hybrid init` (tests/data/init), loaded by HF transformers, which recorded
+// its logits for them (scripts/check_hf_loads.py): HF reads our files as we do.
+TEST(InitCheckpoints, HfLoadsThemToTheSameLogits) {
+    for (const char* name : {"olmo-hybrid", "olmo3"}) {
+        const std::string dir = testing::test_data_dir() + "/init/" + name;
+        Model m = Model::load(dir);
+        SafetensorsReader ref = SafetensorsReader::open(dir + "/hf_reference.safetensors");
+        const Tensor ids = ref.get("input_ids").view();
+        OwnedTensor logits(DType::f32, {ids.size(0), ids.size(1), m.config().vocab_size});
+        ForwardOutputs out;
+        out.logits = logits;
+        Arena arena;
+        forward(m, nullptr, 0, ids, out, arena);
+        EXPECT_TRUE(testing::close(logits, ref.get("logits").view(), kParityTol)) << name;
+    }
+}
+
+// The random initialisation is a pure function of (config, seed): re-running it reproduces the
+// committed checkpoints bit for bit, whatever the thread count.
+TEST(InitCheckpoints, InitIsReproducible) {
+    const std::pair<const char*, uint64_t> cases[] = {{"olmo-hybrid", 3}, {"olmo3", 4}};
+    for (auto [name, seed] : cases) {
+        const std::string dir = testing::test_data_dir() + "/init/" + name;
+        const ModelConfig config = ModelConfig::from_file(dir);
+        const DType dt = SafetensorsReader::open(dir).get("model.norm.weight").dtype;
+        const std::string out = testing::temp_dir() + "/model.safetensors";
+        write_random_checkpoint(config, out, seed, dt);
+        SafetensorsReader a = SafetensorsReader::open(out), b = SafetensorsReader::open(dir);
+        ASSERT_EQ(a.entries().size(), b.entries().size());
+        for (const auto& e : a.entries()) {
+            const SafetensorsEntry& f = b.get(e.name);
+            ASSERT_EQ(e.nbytes, f.nbytes) << e.name;
+            EXPECT_EQ(0, std::memcmp(e.data, f.data, e.nbytes)) << name << ": " << e.name;
+        }
+        // Init statistics follow spec §7.1: normal weights with std = initializer_range, norms at one.
+        ModelWeights w(config, Device::cpu, DType::f32);
+        w.load(out);
+        const Tensor emb = w.param("model.embed_tokens.weight");
+        double sum2 = 0, maxabs = 0;
+        for (int64_t i = 0; i < emb.numel(); ++i) {
+            sum2 += double(emb.f32()[i]) * emb.f32()[i];
+            maxabs = std::max(maxabs, double(std::fabs(emb.f32()[i])));
+        }
+        const double std = std::sqrt(sum2 / double(emb.numel()));
+        EXPECT_NEAR(std / config.initializer_range, 0.986, 0.06) << name;  // truncated at 3σ: std ≈ 0.986σ
+        EXPECT_LE(maxabs, 3 * config.initializer_range * 1.01) << name;
+        EXPECT_EQ(w.param("model.norm.weight").f32()[0], 1.0f);
+    }
 }
 
 }  // namespace
