@@ -12,6 +12,8 @@ int main(int argc, char** argv) {
     app.require_subcommand(1);
     app.set_version_flag("--version", "olmo-hybrid 0.1.0");
     olmo::cli::register_model_commands(app);
+    olmo::cli::register_train_commands(app);
+    olmo::cli::register_tokenize(app);
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
