@@ -102,6 +102,22 @@ void scale(const Tensor& out, const Tensor& x, float s) {
     });
 }
 
+void argmax(const Tensor& out, const Tensor& x) {
+    dispatch_float("argmax", x.dtype, [&](auto tag) {
+        using T = decltype(tag);
+        const int64_t V = x.shape[x.ndim - 1], N = x.numel() / V;
+        const T* px = x.as<T>();
+        int32_t* po = out.as<int32_t>();
+        for (int64_t n = 0; n < N; ++n) {
+            const T* row = px + n * V;
+            int64_t best = 0;
+            for (int64_t i = 1; i < V; ++i)
+                if (row[i] > row[best]) best = i;
+            po[n] = int32_t(best);
+        }
+    });
+}
+
 void fill(const Tensor& out, float value) {
     const int64_t n = out.numel();
     switch (out.dtype) {

@@ -17,6 +17,7 @@ void matmul_backward_weight(const Tensor& d_w, const Tensor& d_out, const Tensor
 void add(const Tensor& out, const Tensor& a, const Tensor& b);
 void fill(const Tensor& out, float value);
 void scale(const Tensor& out, const Tensor& x, float s);
+void argmax(const Tensor& out, const Tensor& x);
 
 // ---- embedding ---------------------------------------------------------------------------------
 

@@ -1,6 +1,9 @@
 #include "infer/generate.h"
 
+#include "infer/decode_graph.h"
+
 #include <algorithm>
+#include <memory>
 
 namespace olmo {
 
@@ -30,15 +33,20 @@ std::vector<std::vector<int32_t>> Session::generate(std::vector<std::vector<floa
     const int64_t B = int64_t(last_logits.size());
     OLMO_CHECK(B <= state_.slots(), "more sequences than slots");
     const int64_t V = model_.config().vocab_size;
+    const bool greedy = options.sampling.temperature == 0.0f || options.sampling.top_k == 1;
     Sampler sampler(options.sampling);
     std::vector<std::vector<int32_t>> result(B);
     std::vector<bool> done(B, false);
     std::vector<int32_t> next(B, 0);
+    // Decode steps for slots [0, B); finished sequences ride along (their output is ignored).
+    std::unique_ptr<DecodeGraph> decode;
+    bool device_greedy = false;  // next[] already holds the device's argmax of the last step
     for (int64_t step = 0; step < options.max_new_tokens; ++step) {
         bool any = false;
         for (int64_t b = 0; b < B; ++b) {
             if (done[b]) continue;
-            const int32_t tok = sampler.sample(last_logits[b], uint64_t(b), uint64_t(state_.length[b]));
+            const int32_t tok = device_greedy ? next[b]
+                                              : sampler.sample(last_logits[b], uint64_t(b), uint64_t(state_.length[b]));
             result[b].push_back(tok);
             next[b] = tok;
             bool keep = true;
@@ -47,19 +55,19 @@ std::vector<std::vector<int32_t>> Session::generate(std::vector<std::vector<floa
             any = any || !done[b];
         }
         if (!any || step + 1 == options.max_new_tokens) break;
-        // One decode step for slots [0, B): finished sequences ride along (their output is ignored).
-        const int64_t room = state_.max_len() - *std::max_element(state_.length.begin(), state_.length.begin() + B);
+        const int64_t room =
+            state_.max_len() - *std::max_element(state_.length.begin(), state_.length.begin() + B);
         if (room < 1) fail("[generate] the context limit of ", state_.max_len(), " tokens is reached");
-        Tensor ids(next.data(), DType::i32, Device::cpu, {B, 1});
-        Tensor logits = arena_.alloc(model_.dtype(), {B, V});
-        ForwardOutputs out;
-        out.logits = logits;
-        out.last_only = true;
-        forward(model_, &state_, 0, ids, out, arena_);
-        OwnedTensor host = to_host_f32(logits);
-        for (int64_t b = 0; b < B; ++b)
-            last_logits[b].assign(host.f32() + b * V, host.f32() + (b + 1) * V);
-        arena_.reset();
+        if (!decode) decode = std::make_unique<DecodeGraph>(model_, state_, B);
+        decode->step(next);
+        if (greedy) {
+            const std::vector<int32_t> ids = decode->greedy();
+            std::copy(ids.begin(), ids.end(), next.begin());
+            device_greedy = true;
+        } else {
+            OwnedTensor host = to_host_f32(decode->logits());
+            for (int64_t b = 0; b < B; ++b) last_logits[b].assign(host.f32() + b * V, host.f32() + (b + 1) * V);
+        }
     }
     return result;
 }

@@ -120,7 +120,7 @@ void forward(const Model& model, InferenceState* state, int64_t slot0, const Ten
     const ModelConfig& c = model.config();
     if (ids.ndim != 2) fail("[forward] input_ids must be [B, T], got ", ids.shape_str());
     const std::vector<int32_t> tokens = validate_ids(ids, c.vocab_size);
-    const int64_t B = ids.size(0), T = ids.size(1), N = B * T, C = c.hidden_size;
+    const int64_t B = ids.size(0), T = ids.size(1);
     if (state) {
         if (slot0 < 0 || slot0 + B > state->slots())
             fail("[forward] slots [", slot0, ", ", slot0 + B, ") outside the state's ", state->slots());
@@ -131,10 +131,20 @@ void forward(const Model& model, InferenceState* state, int64_t slot0, const Ten
     }
     const size_t mark = arena.mark();
     const BatchInfo bt = make_batch_info(arena, B, T, state ? &state->length : nullptr, slot0);
-    const Tensor id_dev = arena.upload_i32(tokens);
+    forward_batch(model, state, slot0, bt, arena.upload_i32(tokens), out, arena);
+    if (state)
+        for (int64_t b = 0; b < B; ++b) state->length[slot0 + b] += T;
+    arena.rewind(mark);
+}
+
+void forward_batch(const Model& model, InferenceState* state, int64_t slot0, const BatchInfo& bt, const Tensor& ids,
+                   const ForwardOutputs& out, Arena& arena) {
+    const ModelConfig& c = model.config();
+    const int64_t B = bt.B, T = bt.T, N = bt.N, C = c.hidden_size;
+    const size_t mark = arena.mark();
     const DType dt = model.dtype();
     Tensor h = arena.alloc(dt, {N, C});
-    ops::embedding(h, id_dev, model.w().embed_tokens);                  // h0 = E[ids]     (2.1)
+    ops::embedding(h, ids, model.w().embed_tokens);                      // h0 = E[ids]     (2.1)
     if (out.on_hidden) out.on_hidden(0, h.reshape({B, T, C}));
     for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
         const size_t layer_mark = arena.mark();
@@ -152,16 +162,17 @@ void forward(const Model& model, InferenceState* state, int64_t slot0, const Ten
     if (!out.logits.empty()) {                                           // logits = h·Eoutᵀ
         if (out.last_only) {
             OLMO_CHECK(out.logits.numel() == B * c.vocab_size, "logits must be [B, V]");
-            Tensor last = arena.alloc(dt, {B, C});
-            for (int64_t b = 0; b < B; ++b) copy_tensor(last.narrow0(b, 1), hn.narrow0(b * T + T - 1, 1));
+            Tensor last = hn;
+            if (T > 1) {
+                last = arena.alloc(dt, {B, C});
+                for (int64_t b = 0; b < B; ++b) copy_tensor(last.narrow0(b, 1), hn.narrow0(b * T + T - 1, 1));
+            }
             ops::matmul(out.logits.reshape({B, c.vocab_size}), last, model.w().lm_head);
         } else {
             OLMO_CHECK(out.logits.numel() == N * c.vocab_size, "logits must be [B, T, V]");
             ops::matmul(out.logits.reshape({N, c.vocab_size}), hn, model.w().lm_head);
         }
     }
-    if (state)
-        for (int64_t b = 0; b < B; ++b) state->length[slot0 + b] += T;
     arena.rewind(mark);
 }
 

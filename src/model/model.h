@@ -80,6 +80,13 @@ struct ForwardOutputs {
 void forward(const Model& model, InferenceState* state, int64_t slot0, const Tensor& ids,
              const ForwardOutputs& out, Arena& arena);
 
+struct BatchInfo;
+// The device work of forward() for a batch whose index tensors (bt) and token ids (ids [N] i32) are
+// already on the model's device: no host synchronisation, no validation, state lengths not updated. A
+// decode step built on it can be captured in a CUDA graph.
+void forward_batch(const Model& model, InferenceState* state, int64_t slot0, const BatchInfo& bt, const Tensor& ids,
+                   const ForwardOutputs& out, Arena& arena);
+
 // Writes config.json and model.safetensors (HF layout, weights as file_dtype) into `dir`, creating it.
 void save_model(const Model& model, const std::string& dir, DType file_dtype);
 

@@ -113,9 +113,15 @@ bool same_rows(const Tensor& a, const Tensor& b) {
 
 }  // namespace
 
-// Runs backend::fn(args...) on the device `dev`.
+namespace {
+OpObserver* g_observer = nullptr;
+}
+
+void set_observer(OpObserver* observer) { g_observer = observer; }
+
+// Runs backend::fn(args...) on the device `dev`, between the observer's begin/end when one is set.
 #ifdef OLMO_HAVE_CUDA
-#define OLMO_DISPATCH(dev, fn, ...)        \
+#define OLMO_BACKEND_CALL(dev, fn, ...)    \
     do {                                   \
         if ((dev) == Device::cuda) {       \
             ::olmo::cuda::fn(__VA_ARGS__); \
@@ -124,7 +130,7 @@ bool same_rows(const Tensor& a, const Tensor& b) {
         }                                  \
     } while (0)
 #else
-#define OLMO_DISPATCH(dev, fn, ...)                                   \
+#define OLMO_BACKEND_CALL(dev, fn, ...)                               \
     do {                                                              \
         if ((dev) == Device::cuda) {                                  \
             ::olmo::fail("[" #fn "] this build has no CUDA backend"); \
@@ -133,6 +139,12 @@ bool same_rows(const Tensor& a, const Tensor& b) {
         }                                                             \
     } while (0)
 #endif
+#define OLMO_DISPATCH(dev, fn, ...)                                 \
+    do {                                                            \
+        if (g_observer) g_observer->begin(#fn, dev);                \
+        OLMO_BACKEND_CALL(dev, fn, __VA_ARGS__);                    \
+        if (g_observer) g_observer->end(#fn, dev);                  \
+    } while (0)
 
 // ---- dense -------------------------------------------------------------------------------------
 
@@ -198,6 +210,15 @@ void scale(const Tensor& out, const Tensor& x, float s) {
     check_float(op, "out", out);
     check_like(op, "x", x, "out", out);
     OLMO_DISPATCH(dev, scale, out, x, s);
+}
+
+void argmax(const Tensor& out, const Tensor& x) {
+    const char* op = "argmax";
+    const Device dev = one_device(op, out, {&out, &x});
+    check_float(op, "x", x);
+    OLMO_CHECK(out.dtype == DType::i32 && x.ndim >= 1 && out.numel() == rows(x) && last_dim(x) > 0, "[", op,
+               "] out must be i32 with one entry per row of x ", x.shape_str(), ", got ", out.shape_str());
+    OLMO_DISPATCH(dev, argmax, out, x);
 }
 
 // ---- embedding ---------------------------------------------------------------------------------

@@ -20,6 +20,15 @@
 
 namespace olmo::ops {
 
+// Sees every op call (profiling): begin/end around the backend call, with the op's name.
+struct OpObserver {
+    virtual ~OpObserver() = default;
+    virtual void begin(const char* op, Device device) = 0;
+    virtual void end(const char* op, Device device) = 0;
+};
+// Installs an observer (nullptr removes it). Not thread-safe; meant for benchmarks.
+void set_observer(OpObserver* observer);
+
 // ---- dense -------------------------------------------------------------------------------------
 
 // out[N, O] = x[N, I] · w[O, I]ᵀ (nn.Linear convention); with accumulate, out += x · wᵀ.
@@ -35,6 +44,8 @@ void add(const Tensor& out, const Tensor& a, const Tensor& b);
 void fill(const Tensor& out, float value);
 // out = s · x (same shape; out may alias x).
 void scale(const Tensor& out, const Tensor& x, float s);
+// out[N] (i32) = index of the largest entry of each row of x[N, V] (the first one on ties, as torch.argmax).
+void argmax(const Tensor& out, const Tensor& x);
 
 // ---- embedding ---------------------------------------------------------------------------------
 
