@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <filesystem>
 
 #include "core/check.h"
 
@@ -53,8 +54,21 @@ void set_threads(int threads) {
     if (threads > 0) omp_set_num_threads(threads);
 }
 
+DType parse_model_dtype(const RuntimeOptions& o, Device device) {
+    if (o.dtype.empty()) return device == Device::cpu ? DType::f32 : DType::bf16;
+    const DType d = parse_dtype(o.dtype, "--dtype");
+    if (device == Device::cpu && d != DType::f32) fail("[cli] --dtype bf16 needs --device cuda (the CPU runs in f32)");
+    return d;
+}
+
+bool has_tokenizer(const std::string& dir) {
+    namespace fs = std::filesystem;
+    return fs::exists(fs::path(dir) / "tokenizer.json") || fs::exists(fs::path(dir) / "tokenizer.txt");
+}
+
 void add_runtime_options(CLI::App* cmd, RuntimeOptions& o) {
     cmd->add_option("--device", o.device, "cpu (f32 reference) or cuda (bf16)")->capture_default_str();
+    cmd->add_option("--dtype", o.dtype, "Weights and activations: f32 or bf16 (default: f32 on cpu, bf16 on cuda)");
     cmd->add_option("--threads", o.threads, "CPU threads (0 = all cores)")->capture_default_str();
 }
 

@@ -6,6 +6,7 @@
 
 #include "apps/cli_util.h"
 #include "apps/commands.h"
+#include "apps/text_codec.h"
 #include "infer/generate.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
@@ -26,6 +27,7 @@ struct ForwardArgs {
 void run_forward(const ForwardArgs& a) {
     set_threads(a.rt.threads);
     const Device dev = parse_device(a.rt.device);
+    const DType model_dtype = parse_model_dtype(a.rt, dev);
     SafetensorsReader in = SafetensorsReader::open(a.input);
     const SafetensorsEntry* ids = in.find("input_ids");
     if (!ids) fail("[forward] ", a.input, ": no tensor named \"input_ids\"");
@@ -34,7 +36,7 @@ void run_forward(const ForwardArgs& a) {
     // Validate before loading the model, so that bad input fails fast.
     const ModelConfig config = ModelConfig::from_file(a.model);
     validate_ids(ids->view(), config.vocab_size);
-    Model model = Model::load(a.model, dev, dev == Device::cpu ? DType::f32 : DType::bf16);
+    Model model = Model::load(a.model, dev, model_dtype);
     const int64_t B = ids->shape[0], T = ids->shape[1], V = config.vocab_size;
     Arena arena(dev);
     OwnedTensor logits(model.dtype(), {B, T, V}, dev);
@@ -51,7 +53,7 @@ void run_forward(const ForwardArgs& a) {
 }
 
 struct GenerateArgs {
-    std::string model;
+    std::string model, prompt, tokenizer;
     std::vector<std::string> prompt_ids;
     int64_t max_new_tokens = 64;
     SamplingParams sampling;
@@ -59,36 +61,61 @@ struct GenerateArgs {
     RuntimeOptions rt;
 };
 
+Model load_for(const std::string& dir, const RuntimeOptions& rt) {
+    set_threads(rt.threads);
+    const Device dev = parse_device(rt.device);
+    return Model::load(dir, dev, parse_model_dtype(rt, dev));
+}
+
 void run_generate(const GenerateArgs& a) {
-    set_threads(a.rt.threads);
-    const Device dev = parse_device(a.rt.device);
     validate(a.sampling);
     if (a.max_new_tokens < 0) fail("[generate] --max-new-tokens must be >= 0");
-    std::vector<std::vector<int32_t>> prompts;
-    for (const std::string& p : a.prompt_ids) prompts.push_back(parse_id_list(p, "--prompt-ids"));
+    if (a.prompt.empty() == a.prompt_ids.empty())
+        fail("[generate] give either --prompt TEXT or --prompt-ids 1,2,3 (one or more)");
     const ModelConfig config = ModelConfig::from_file(a.model);
+    // Text in or out needs a tokenizer: the model folder's, or --tokenizer.
+    std::unique_ptr<TextCodec> codec;
+    if (!a.prompt.empty() || (!a.print_ids && (!a.tokenizer.empty() || has_tokenizer(a.model))))
+        codec = std::make_unique<TextCodec>(TextCodec::for_model(a.model, a.tokenizer));
+    std::vector<std::vector<int32_t>> prompts;
+    if (!a.prompt.empty()) {
+        prompts.push_back(codec->encode(a.prompt));
+        if (prompts.back().empty()) fail("[generate] --prompt encodes to no tokens");
+    }
+    for (const std::string& p : a.prompt_ids) prompts.push_back(parse_id_list(p, "--prompt-ids"));
     for (const auto& p : prompts)
         validate_ids(Tensor(const_cast<int32_t*>(p.data()), DType::i32, Device::cpu, {int64_t(p.size())}),
                      config.vocab_size);
-    Model model = Model::load(a.model, dev, dev == Device::cpu ? DType::f32 : DType::bf16);
+    Model model = load_for(a.model, a.rt);
     GenerateOptions opt;
     opt.max_new_tokens = a.max_new_tokens;
     opt.sampling = a.sampling;
     opt.ignore_eos = a.ignore_eos;
-    const bool stream = prompts.size() == 1;
-    bool first = true;
-    if (stream)
+    const bool text = codec && !a.print_ids;
+    if (prompts.size() == 1) {  // stream as tokens arrive
+        bool first = true;
+        std::unique_ptr<TextCodec::Stream> stream;
+        if (text) stream = std::make_unique<TextCodec::Stream>(*codec);
         opt.on_token = [&](int64_t, int32_t tok) {
-            std::printf(first ? "%d" : " %d", tok);
+            if (text) {
+                std::fputs(stream->feed(tok).c_str(), stdout);
+            } else {
+                std::printf(first ? "%d" : " %d", tok);
+            }
             first = false;
             std::fflush(stdout);
             return true;
         };
-    auto out = generate(model, prompts, opt);
-    if (stream) {
+        generate(model, prompts, opt);
+        if (text) std::fputs(stream->finish().c_str(), stdout);
         std::printf("\n");
-    } else {
-        for (const auto& seq : out) {
+        return;
+    }
+    const auto out = generate(model, prompts, opt);
+    for (const auto& seq : out) {
+        if (text) {
+            std::printf("%s\n", codec->decode(seq).c_str());
+        } else {
             for (size_t i = 0; i < seq.size(); ++i) std::printf(i ? " %d" : "%d", seq[i]);
             std::printf("\n");
         }
@@ -151,11 +178,12 @@ void register_model_commands(CLI::App& app) {
     }
     {
         auto a = std::make_shared<GenerateArgs>();
-        auto* cmd = app.add_subcommand("generate", "Continue a prompt, streaming the new tokens");
+        auto* cmd = app.add_subcommand("generate", "Continue a prompt, streaming the new text (or token ids)");
         cmd->add_option("--model", a->model, "Model folder (config.json + safetensors)")->required();
+        cmd->add_option("--prompt", a->prompt, "Prompt text (needs a tokenizer: the model folder's tokenizer.json)");
         cmd->add_option("--prompt-ids", a->prompt_ids,
-                        "Prompt token ids, e.g. 1,2,3; repeat the option for a batch of prompts")
-            ->required();
+                        "Prompt token ids, e.g. 1,2,3; repeat the option for a batch of prompts");
+        cmd->add_option("--tokenizer", a->tokenizer, "tokenizer.json to use instead of the model folder's");
         cmd->add_option("--max-new-tokens", a->max_new_tokens, "Tokens to generate")->capture_default_str();
         cmd->add_option("--temperature", a->sampling.temperature, "0 = greedy")->capture_default_str();
         cmd->add_option("--top-k", a->sampling.top_k, "Sample among the k most likely (0 = all)")->capture_default_str();

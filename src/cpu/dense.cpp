@@ -87,6 +87,15 @@ void add(const Tensor& out, const Tensor& a, const Tensor& b) {
     });
 }
 
+void matmul_segments(std::span<const Tensor> outs, const Tensor& x, const Tensor& w) {
+    int64_t row = 0;
+    for (const Tensor& o : outs) {
+        const int64_t n = o.shape[o.ndim - 1];
+        matmul(o, x, w.narrow0(row, n), false);
+        row += n;
+    }
+}
+
 void scale(const Tensor& out, const Tensor& x, float s) {
     dispatch_float("scale", out.dtype, [&](auto tag) {
         using T = decltype(tag);

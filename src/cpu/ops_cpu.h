@@ -4,6 +4,8 @@
 // gradient checks); integer index tensors are i32 (ids and targets also i64).
 #pragma once
 
+#include <span>
+
 #include "core/tensor.h"
 
 namespace olmo::cpu {
@@ -11,6 +13,7 @@ namespace olmo::cpu {
 // ---- dense -------------------------------------------------------------------------------------
 
 void matmul(const Tensor& out, const Tensor& x, const Tensor& w, bool accumulate);
+void matmul_segments(std::span<const Tensor> outs, const Tensor& x, const Tensor& w);
 void matmul_backward_input(const Tensor& d_x, const Tensor& d_out, const Tensor& w,
                            bool accumulate);
 void matmul_backward_weight(const Tensor& d_w, const Tensor& d_out, const Tensor& x);

@@ -3,6 +3,8 @@
 // with OLMO_CUDA; the definitions live in src/cuda/*.cu.
 #pragma once
 
+#include <span>
+
 #include "core/tensor.h"
 
 namespace olmo::cuda {
@@ -10,6 +12,7 @@ namespace olmo::cuda {
 // ---- dense -------------------------------------------------------------------------------------
 
 void matmul(const Tensor& out, const Tensor& x, const Tensor& w, bool accumulate);
+void matmul_segments(std::span<const Tensor> outs, const Tensor& x, const Tensor& w);
 void matmul_backward_input(const Tensor& d_x, const Tensor& d_out, const Tensor& w,
                            bool accumulate);
 void matmul_backward_weight(const Tensor& d_w, const Tensor& d_out, const Tensor& x);

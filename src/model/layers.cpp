@@ -1,5 +1,6 @@
 // Forward pass of the attention and Gated DeltaNet layers (spec §2.2-2.6), one statement per equation.
 #include <cmath>
+#include <vector>
 
 #include "model/layers.h"
 #include "ops/ops.h"
@@ -91,12 +92,34 @@ GdnActs plan_gdn_acts(Arena& arena, const ModelConfig& c, int64_t B, int64_t T, 
     return a;
 }
 
-// SwiGLU MLP (spec §2.5): out[N, C] = down(silu(gate(x)) ⊙ up(x)).
-static void mlp_forward(const Tensor& out, const Tensor& x, const MlpActs& m, const MlpWeights& w) {
-    ops::matmul(m.gate, x, w.gate_proj);
-    ops::matmul(m.up, x, w.up_proj);
+// outs[s] = x · w[s]ᵀ for several weights (x [N, I], outs [N, O_s]): one pass over them when the weights table placed them next to
+// each other in memory (q|k|v|a|b|g of a GDN layer, q|k|v of attention, gate|up of the MLP), else one
+// product each.
+static void project(const Tensor& x, std::initializer_list<std::pair<Tensor, Tensor>> outs_and_weights) {
+    std::vector<Tensor> outs;
+    int64_t rows = 0;
+    bool adjacent = true;
+    const char* next = nullptr;
+    for (const auto& [out, w] : outs_and_weights) {
+        if (next && static_cast<const char*>(w.data) != next) adjacent = false;
+        next = static_cast<const char*>(w.data) + w.nbytes();
+        outs.push_back(out);
+        rows += w.size(0);
+    }
+    if (adjacent) {
+        const Tensor& w0 = outs_and_weights.begin()->second;
+        ops::matmul_segments(outs, x, Tensor(w0.data, w0.dtype, w0.device, {rows, w0.size(1)}));
+        return;
+    }
+    for (const auto& [out, w] : outs_and_weights) ops::matmul(out, x, w);
+}
+
+// SwiGLU MLP (spec §2.5): out[N, C] (+)= down(silu(gate(x)) ⊙ up(x)).
+static void mlp_forward(const Tensor& out, const Tensor& x, const MlpActs& m, const MlpWeights& w,
+                        bool accumulate = false) {
+    project(x, {{m.gate, w.gate_proj}, {m.up, w.up_proj}});
     ops::swiglu(m.act, m.gate, m.up);
-    ops::matmul(out, m.act, w.down_proj);
+    ops::matmul(out, m.act, w.down_proj, accumulate);
 }
 
 void attention_layer_forward(const Tensor& h_out, const Tensor& h_in, const AttnActs& a, int64_t layer,
@@ -106,9 +129,7 @@ void attention_layer_forward(const Tensor& h_out, const Tensor& h_in, const Attn
     const int64_t B = bt.B, T = bt.T, N = bt.N, Hq = c.num_attention_heads, Hkv = c.num_key_value_heads,
                   D = c.head_dim;
     const float eps = float(c.rms_norm_eps);
-    ops::matmul(a.q_raw, h_in, w.q_proj);                                // q = x·Wqᵀ        (2.4.1)
-    ops::matmul(a.k_raw, h_in, w.k_proj);                                // k = x·Wkᵀ
-    ops::matmul(a.v.reshape({N, Hkv * D}), h_in, w.v_proj);              // v = x·Wvᵀ
+    project(h_in, {{a.q_raw, w.q_proj}, {a.k_raw, w.k_proj}, {a.v.reshape({N, Hkv * D}), w.v_proj}});  // (2.4.1)
     ops::rmsnorm(a.q.reshape({N, Hq * D}), a.q_raw, w.q_norm, eps);      // QK-norm, full width (2.4.2)
     ops::rmsnorm(a.k.reshape({N, Hkv * D}), a.k_raw, w.k_norm, eps);
     const RopeConfig& rope = c.rope_for(layer);
@@ -145,14 +166,11 @@ void gdn_layer_forward(const Tensor& h_out, const Tensor& h_in, const GdnActs& a
     const GdnWeights& w = model.w().layers[layer].gdn;
     const int64_t B = bt.B, T = bt.T, N = bt.N;
     const int64_t Hk = c.linear_num_key_heads, H = c.linear_num_value_heads;
-    const int64_t Dk = c.linear_key_head_dim, Dv = c.linear_value_head_dim, Kd = c.key_dim(), Vd = c.value_dim();
+    const int64_t Dk = c.linear_key_head_dim, Dv = c.linear_value_head_dim, Vd = c.value_dim();
     ops::rmsnorm(a.x, h_in, w.input_layernorm, float(c.rms_norm_eps));  // x = RMSNorm_in(h)
-    ops::matmul(a.q_pre.reshape({N, Kd}), a.x, w.q_proj);                // q̃ = x·Wqᵀ        (2.6.1)
-    ops::matmul(a.k_pre.reshape({N, Kd}), a.x, w.k_proj);                // k̃ = x·Wkᵀ
-    ops::matmul(a.v_pre.reshape({N, Vd}), a.x, w.v_proj);                // ṽ = x·Wvᵀ
-    ops::matmul(a.a, a.x, w.a_proj);                                     // decay input a
-    ops::matmul(a.b, a.x, w.b_proj);                                     // write-strength input b
-    ops::matmul(a.z, a.x, w.g_proj);                                     // output gate z
+    // q̃, k̃, ṽ, decay input a, write-strength input b, output gate z                     (2.6.1)
+    project(a.x, {{a.q_pre.reshape({N, -1}), w.q_proj}, {a.k_pre.reshape({N, -1}), w.k_proj},
+                  {a.v_pre.reshape({N, -1}), w.v_proj}, {a.a, w.a_proj}, {a.b, w.b_proj}, {a.z, w.g_proj}});
     Tensor conv_q, conv_k, conv_v, S;
     if (state) {
         InferenceState::Layer& st = state->layers[layer];
@@ -183,12 +201,23 @@ void gdn_layer_forward(const Tensor& h_out, const Tensor& h_in, const GdnActs& a
         ops::gdn_recurrent(a.o, S, a.q_rep, a.k_rep, v, a.g, a.beta);
     ops::rmsnorm_gated(a.y, a.o.reshape({N * H, Dv}), a.z.reshape({N * H, Dv}), w.o_norm,
                        kGdnNormEps);                                     // RMSNorm(o) ⊙ silu(z) (2.6.8)
-    ops::matmul(a.out, a.y.reshape({N, Vd}), w.o_proj);                  // (2.6.9)
+    // h = r + GDN(RMSNorm_in(r)); h = r + MLP(RMSNorm_pa(r)). In place (inference) the products add
+    // straight into the residual stream; for training the intermediates are kept.
+    const bool in_place = a.h_mid.empty() && h_out.data == h_in.data;
     const Tensor h_mid = a.h_mid.empty() ? h_out : a.h_mid;
-    ops::add(h_mid, h_in, a.out);                                        // h = r + GDN(RMSNorm_in(r))
+    if (in_place) {
+        ops::matmul(h_mid, a.y.reshape({N, Vd}), w.o_proj, true);     // (2.6.9)
+    } else {
+        ops::matmul(a.out, a.y.reshape({N, Vd}), w.o_proj);
+        ops::add(h_mid, h_in, a.out);
+    }
     ops::rmsnorm(a.x2, h_mid, w.post_attention_layernorm, float(c.rms_norm_eps));
-    mlp_forward(a.m, a.x2, a.mlp, model.w().layers[layer].mlp);
-    ops::add(h_out, h_mid, a.m);                                         // h = r + MLP(RMSNorm_pa(r))
+    if (in_place) {
+        mlp_forward(h_out, a.x2, a.mlp, model.w().layers[layer].mlp, true);
+    } else {
+        mlp_forward(a.m, a.x2, a.mlp, model.w().layers[layer].mlp);
+        ops::add(h_out, h_mid, a.m);
+    }
 }
 
 }  // namespace olmo

@@ -5,6 +5,7 @@
 #include <set>
 
 #include "core/progress.h"
+#include "ops/ops.h"
 #include "core/rng.h"
 #include "io/safetensors.h"
 
@@ -91,17 +92,39 @@ std::vector<ParamSpec> parameter_table(const ModelConfig& c) {
     return t;
 }
 
+namespace {
+void zero_fill(const Tensor& t) { ops::fill(t, 0.0f); }
+
+// Every parameter starts at a multiple of this many elements in the flat buffer (256 bytes in bf16,
+// 512 in f32), so that matrix products see aligned operands. The gaps are zero.
+constexpr int64_t kParamAlign = 128;
+int64_t aligned(int64_t n) { return (n + kParamAlign - 1) / kParamAlign * kParamAlign; }
+int64_t count(const std::vector<int64_t>& shape) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    return n;
+}
+}  // namespace
+
 ModelWeights::ModelWeights(const ModelConfig& config, Device device, DType dtype)
     : config_(config), table_(parameter_table(config)) {
     int64_t total = 0;
-    for (const ParamSpec& s : table_) {
-        int64_t n = 1;
-        for (int64_t d : s.shape) n *= d;
-        total += n;
-    }
+    for (const ParamSpec& s : table_) total += aligned(count(s.shape));
     storage_ = allocate_bytes(device, size_t(total) * dtype_size(dtype));
     flat_ = Tensor(storage_.get(), dtype, device, {total});
+    zero_fill(flat_);
     bind();
+}
+
+int64_t ModelWeights::num_params() const {
+    int64_t n = 0;
+    for (const Tensor& p : params_) n += p.numel();
+    return n;
+}
+
+int64_t ModelWeights::offset_of(size_t index) const {
+    return (static_cast<const char*>(params_[index].data) - static_cast<const char*>(flat_.data)) /
+           int64_t(dtype_size(flat_.dtype));
 }
 
 void ModelWeights::bind() {
@@ -111,12 +134,11 @@ void ModelWeights::bind() {
     params_.clear();
     int64_t offset = 0;
     for (ParamSpec& s : table_) {
-        int64_t n = 1;
-        for (int64_t d : s.shape) n *= d;
+        const int64_t n = count(s.shape);
         Tensor view = flat_.narrow0(offset, n).reshape(std::span<const int64_t>(s.shape));
         params_.push_back(view);
         s.field(w) = view;
-        offset += n;
+        offset += aligned(n);
     }
     if (config_.tie_word_embeddings) w.lm_head = w.embed_tokens;
     for (int64_t i = 0; i < config_.num_hidden_layers; ++i) {

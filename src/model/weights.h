@@ -77,8 +77,9 @@ public:
     Weights w;
     const std::vector<ParamSpec>& table() const { return table_; }
     const std::vector<Tensor>& params() const { return params_; }  // in table order
-    const Tensor& flat() const { return flat_; }                   // [P]
-    int64_t num_params() const { return flat_.numel(); }
+    const Tensor& flat() const { return flat_; }  // [P] all parameters, each aligned, zero between them
+    int64_t offset_of(size_t index) const;        // element offset of parameter `index` in flat()
+    int64_t num_params() const;  // parameters (without the alignment gaps)
     const Tensor& param(const std::string& name) const;  // error if absent
     DType dtype() const { return flat_.dtype; }
     Device device() const { return flat_.device; }

@@ -175,12 +175,33 @@ void matmul_backward_input(const Tensor& d_x, const Tensor& d_out, const Tensor&
     OLMO_DISPATCH(dev, matmul_backward_input, d_x, d_out, w, accumulate);
 }
 
+void matmul_segments(std::span<const Tensor> outs, const Tensor& x, const Tensor& w) {
+    const char* op = "matmul_segments";
+    OLMO_CHECK(!outs.empty() && outs.size() <= 8, "[", op, "] 1 to 8 outputs, got ", outs.size());
+    const Device dev = one_device(op, outs[0], {&x, &w});
+    check_float(op, "x", x);
+    check_dtype(op, "w", w, x.dtype);
+    OLMO_CHECK(w.ndim == 2 && last_dim(x) == w.shape[1], "[", op, "] x ", x.shape_str(), " vs w ", w.shape_str());
+    int64_t rows = 0;
+    for (const Tensor& o : outs) {
+        one_device(op, o, {&o, &x});
+        check_dtype(op, "out", o, x.dtype);
+        OLMO_CHECK(same_rows(o, x), "[", op, "] out ", o.shape_str(), " and x ", x.shape_str(), " differ in rows");
+        rows += last_dim(o);
+    }
+    OLMO_CHECK(rows == w.shape[0], "[", op, "] the outputs have ", rows, " columns in all, w has ", w.shape[0], " rows");
+    OLMO_DISPATCH(dev, matmul_segments, outs, x, w);
+}
+
 void matmul_backward_weight(const Tensor& d_w, const Tensor& d_out, const Tensor& x) {
     const char* op = "matmul_backward_weight";
     const Device dev = one_device(op, d_w, {&d_w, &d_out, &x});
     check_float(op, "d_w", d_w);
-    check_dtype(op, "d_out", d_out, d_w.dtype);
-    check_dtype(op, "x", x, d_w.dtype);
+    check_float(op, "x", x);
+    check_dtype(op, "d_out", d_out, x.dtype);
+    // Mixed precision: bf16 activations may accumulate into f32 weight gradients (CUDA).
+    OLMO_CHECK(d_w.dtype == x.dtype || (d_w.dtype == DType::f32 && dev == Device::cuda), "[", op, "] d_w has dtype ",
+               dtype_name(d_w.dtype), ", expected ", dtype_name(x.dtype), " or f32 (CUDA)");
     OLMO_CHECK(d_w.ndim == 2 && same_rows(d_out, x) && last_dim(d_out) == d_w.shape[0] &&
                    last_dim(x) == d_w.shape[1],
                "[matmul_backward_weight] d_w ", d_w.shape_str(), " += d_out ", d_out.shape_str(),

@@ -16,6 +16,8 @@
 // "(accumulates)" is added to, so parameters' gradients can be summed over layers and steps.
 #pragma once
 
+#include <span>
+
 #include "core/tensor.h"
 
 namespace olmo::ops {
@@ -33,6 +35,9 @@ void set_observer(OpObserver* observer);
 
 // out[N, O] = x[N, I] · w[O, I]ᵀ (nn.Linear convention); with accumulate, out += x · wᵀ.
 void matmul(const Tensor& out, const Tensor& x, const Tensor& w, bool accumulate = false);
+// Several products with one weight matrix stored as consecutive row blocks (e.g. q|k|v of a layer):
+// w[O₁ + … + O_S, I], outs[s][N, O_s] = x · (rows of block s of w)ᵀ. One pass over the weights.
+void matmul_segments(std::span<const Tensor> outs, const Tensor& x, const Tensor& w);
 // d_x[N, I] = d_out[N, O] · w[O, I]   (+= with accumulate)
 void matmul_backward_input(const Tensor& d_x, const Tensor& d_out, const Tensor& w, bool accumulate);
 // d_w[O, I] += d_out[N, O]ᵀ · x[N, I]   (accumulates)
