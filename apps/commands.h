@@ -9,5 +9,6 @@ namespace olmo::cli {
 void register_model_commands(CLI::App& app);  // forward, generate, inspect, init
 void register_train_commands(CLI::App& app);  // grad, tokenize-corpus, train
 void register_tokenize(CLI::App& app);        // tokenize, detokenize
+void register_chat(CLI::App& app);            // chat
 
 }  // namespace olmo::cli

@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
     olmo::cli::register_model_commands(app);
     olmo::cli::register_train_commands(app);
     olmo::cli::register_tokenize(app);
+    olmo::cli::register_chat(app);
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
