@@ -98,12 +98,14 @@ int main(int argc, char** argv) {
         }
         const double decode_s = elapsed(t0);
         ops::set_observer(nullptr);
+        auto gemm_share = [](WallObserver& w, double total) {
+            return 100.0 * (w.seconds["matmul"] + w.seconds["matmul_segments"]) / total;
+        };
         std::printf("prefill %lld tokens: %.3f s = %.1f tok/s (matrix products %.0f%% of the time)\n",
-                    (long long)prompt, prefill_s, double(prompt) / prefill_s,
-                    100.0 * pw.seconds["matmul"] / prefill_s);
+                    (long long)prompt, prefill_s, double(prompt) / prefill_s, gemm_share(pw, prefill_s));
         report("prefill", pw, prefill_s);
         std::printf("decode %lld tokens: %.3f s = %.1f tok/s (matrix products %.0f%% of the time)\n",
-                    (long long)decode, decode_s, double(decode) / decode_s, 100.0 * dw.seconds["matmul"] / decode_s);
+                    (long long)decode, decode_s, double(decode) / decode_s, gemm_share(dw, decode_s));
         report("decode", dw, decode_s);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "bench_cpu: %s\n", e.what());

@@ -5,8 +5,7 @@
 namespace olmo {
 
 ChatSession::ChatSession(const Model& model, Encode encode, std::vector<int32_t> stop_ids, ChatOptions options)
-    : model_(model),
-      encode_(std::move(encode)),
+    : encode_(std::move(encode)),
       stop_(std::move(stop_ids)),
       opt_(std::move(options)),
       session_(model, 1, opt_.max_context) {

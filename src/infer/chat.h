@@ -34,7 +34,6 @@ public:
 
 private:
     void feed(const std::vector<int32_t>& ids);
-    const Model& model_;
     Encode encode_;
     std::vector<int32_t> stop_;
     ChatOptions opt_;

@@ -40,7 +40,7 @@ private:
     Tensor ids_, logits_, argmax_;
     std::vector<int32_t> host_index_;
     int64_t steps_ = 0;
-    void* graph_ = nullptr;  // cudaGraph_t
+    [[maybe_unused]] void* graph_ = nullptr;  // cudaGraph_t (CUDA builds)
     void* exec_ = nullptr;   // cudaGraphExec_t
 };
 
