@@ -8,8 +8,8 @@ namespace olmo {
 
 AdamW::AdamW(const ModelWeights& params, AdamWConfig config)
     : config_(config),
-      m_(DType::f32, {params.num_params()}, params.device()),
-      v_(DType::f32, {params.num_params()}, params.device()) {
+      m_(DType::f32, {params.flat().numel()}, params.device()),
+      v_(DType::f32, {params.flat().numel()}, params.device()) {
     OLMO_CHECK(params.dtype() == DType::f32, "AdamW needs f32 master weights");
     ops::fill(m_, 0.0f);
     ops::fill(v_, 0.0f);
@@ -22,14 +22,12 @@ void AdamW::step(ModelWeights& params, const ModelWeights& grads, double lr, dou
     const double clip = (config_.clip_norm > 0 && grad_norm > config_.clip_norm)
                             ? config_.clip_norm / (grad_norm + 1e-6)
                             : 1.0;
-    int64_t offset = 0;
     for (size_t i = 0; i < params.table().size(); ++i) {
-        const int64_t n = params.params()[i].numel();
+        const int64_t n = params.params()[i].numel(), offset = params.offset_of(i);
         const double wd = params.table()[i].weight_decay ? config_.weight_decay : 0.0;
         ops::adamw(params.flat().narrow0(offset, n), m_->narrow0(offset, n), v_->narrow0(offset, n),
                    grads.flat().narrow0(offset, n), float(lr), float(config_.beta1), float(config_.beta2),
                    float(config_.eps), float(wd), steps_, float(clip));
-        offset += n;
     }
 }
 

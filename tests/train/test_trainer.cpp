@@ -68,10 +68,9 @@ TEST(AdamW, OneStepEqualsHandComputed) {
     opt.step(model.weights(), grads, lr, norm);
     // By hand, in double: first step, m = (1-β1)·g', v = (1-β2)·g'², g' = g·clip/(norm + 1e-6).
     const double clip = cfg.clip_norm / (norm + 1e-6);
-    int64_t off = 0;
     double worst = 0;
     for (size_t p = 0; p < grads.table().size(); ++p) {
-        const int64_t n = grads.params()[p].numel();
+        const int64_t n = grads.params()[p].numel(), off = grads.offset_of(p);
         const double wd = grads.table()[p].weight_decay ? cfg.weight_decay : 0.0;
         for (int64_t i = 0; i < n; ++i) {
             const double g = double(grads.flat().f32()[off + i]) * clip;
@@ -82,7 +81,6 @@ TEST(AdamW, OneStepEqualsHandComputed) {
             const double got = model.weights().flat().f32()[off + i];
             worst = std::max(worst, std::fabs(got - expect) / (std::fabs(expect) + 1e-3));
         }
-        off += n;
     }
     EXPECT_LT(worst, 1e-6);
     EXPECT_FALSE(model.config().raw.empty());
