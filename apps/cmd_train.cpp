@@ -112,6 +112,7 @@ struct TrainArgs {
     std::vector<std::string> data, text;
     uint64_t init_seed = 0;
     int64_t sample_tokens = 300;
+    bool document_mask = false;
     TrainOptions opt;
     RuntimeOptions rt;
 };
@@ -198,6 +199,10 @@ void run_train(TrainArgs a) {
     std::fprintf(stderr, "train: %s, %.2f M parameters, %llu tokens of data, device %s\n",
                  config.summary().substr(0, config.summary().find('\n')).c_str(), double(n) / 1e6,
                  (unsigned long long)stream.size(), a.rt.device.c_str());
+    if (a.document_mask) {
+        if (stream.eos_id() == kNoEos) fail("[train] --document-mask needs shards with an end-of-document token");
+        a.opt.loss.document_separator = int64_t(stream.eos_id());
+    }
     a.opt.output_dir = a.output;
     Trainer trainer(model, stream, a.opt);
     if (!a.resume.empty()) {
@@ -293,6 +298,9 @@ void register_train_commands(CLI::App& app) {
         cmd->add_option("--keep-checkpoints", o.keep_checkpoints, "Checkpoints kept")->capture_default_str();
         cmd->add_option("--data-seed", o.data_seed, "Seed of the data order")->capture_default_str();
         cmd->add_flag("!--no-skip-steps", o.skip_steps, "Never skip updates on loss or gradient-norm spikes");
+        cmd->add_flag("--document-mask", a->document_mask,
+                      "Documents in a row do not see each other: attention, conv and GDN state restart after\n"
+                      "each end-of-document token (default: they flow across, as in Olmo Hybrid's pretraining)");
         cmd->add_option("--sample-tokens", a->sample_tokens, "Tokens of the sample printed at the end")
             ->capture_default_str();
         add_runtime_options(cmd, a->rt);

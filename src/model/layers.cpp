@@ -30,6 +30,35 @@ BatchInfo make_batch_info(Arena& arena, int64_t B, int64_t T, const std::vector<
     return bt;
 }
 
+void mask_documents(BatchInfo& bt, const std::vector<int32_t>& ids, int32_t separator, Arena& arena) {
+    OLMO_CHECK(int64_t(ids.size()) == bt.N, "mask_documents: ids do not match the batch");
+    bt.segments.clear();
+    std::vector<int32_t> positions(bt.N);
+    for (int64_t b = 0; b < bt.B; ++b) {
+        int64_t start = 0;
+        for (int64_t t = 0; t < bt.T; ++t) {
+            positions[b * bt.T + t] = int32_t(t - start);
+            const bool ends = ids[b * bt.T + t] == separator || t + 1 == bt.T;
+            if (ends) {
+                bt.segments.push_back({b, start, t + 1 - start, Tensor()});
+                start = t + 1;
+            }
+        }
+    }
+    for (Segment& s : bt.segments) {
+        const int32_t len = int32_t(s.len);
+        s.kv_len = arena.upload_i32(std::span<const int32_t>(&len, 1));
+    }
+    bt.positions = arena.upload_i32(positions);
+}
+
+Tensor segment_view(const Tensor& x, const Segment& s) {
+    Tensor t = x.select0(s.b).narrow0(s.start, s.len);
+    std::vector<int64_t> dims = {1};
+    for (int d = 0; d < t.ndim; ++d) dims.push_back(t.shape[d]);
+    return t.reshape(std::span<const int64_t>(dims));
+}
+
 static MlpActs plan_mlp(Arena& arena, const ModelConfig& c, int64_t N, DType dt, bool keep) {
     MlpActs m;
     m.gate = arena.alloc(dt, {N, c.intermediate_size});
@@ -147,8 +176,15 @@ void attention_layer_forward(const Tensor& h_out, const Tensor& h_in, const Attn
         ops::kv_append(k_all, a.k, bt.start);
         ops::kv_append(v_all, a.v, bt.start);
     }
-    ops::attention(a.attn, a.q, k_all, v_all, bt.kv_lens, c.window_for(layer),
-                   1.0f / std::sqrt(float(D)));                          // softmax(q kᵀ/√D) v (2.4.5)
+    const float scale = 1.0f / std::sqrt(float(D));
+    if (bt.segments.empty()) {
+        ops::attention(a.attn, a.q, k_all, v_all, bt.kv_lens, c.window_for(layer), scale);  // (2.4.5)
+    } else {
+        OLMO_CHECK(!state, "document masking is for training (no decoding state)");
+        for (const Segment& s : bt.segments)
+            ops::attention(segment_view(a.attn, s), segment_view(a.q, s), segment_view(a.k, s), segment_view(a.v, s),
+                           s.kv_len, c.window_for(layer), scale);
+    }
     ops::matmul(a.o_raw, a.attn.reshape({N, Hq * D}), w.o_proj);         // (2.4.6)
     ops::rmsnorm(a.o, a.o_raw, w.post_attention_layernorm, eps);
     const Tensor h_mid = a.h_mid.empty() ? h_out : a.h_mid;
@@ -182,9 +218,18 @@ void gdn_layer_forward(const Tensor& h_out, const Tensor& h_in, const GdnActs& a
         S = arena.alloc(DType::f32, {B, H, Dk, Dv});
         ops::fill(S, 0.0f);
     }
-    ops::conv1d_silu(a.q_conv, a.q_pre, w.conv_q, conv_q);               // silu(conv4(q̃))   (2.6.2)
-    ops::conv1d_silu(a.k_conv, a.k_pre, w.conv_k, conv_k);
-    ops::conv1d_silu(a.v_conv, a.v_pre, w.conv_v, conv_v);
+    if (bt.segments.empty()) {
+        ops::conv1d_silu(a.q_conv, a.q_pre, w.conv_q, conv_q);           // silu(conv4(q̃))   (2.6.2)
+        ops::conv1d_silu(a.k_conv, a.k_pre, w.conv_k, conv_k);
+        ops::conv1d_silu(a.v_conv, a.v_pre, w.conv_v, conv_v);
+    } else {  // each document starts with an empty conv history
+        OLMO_CHECK(!state, "document masking is for training (no decoding state)");
+        for (const Segment& s : bt.segments) {
+            ops::conv1d_silu(segment_view(a.q_conv, s), segment_view(a.q_pre, s), w.conv_q, Tensor());
+            ops::conv1d_silu(segment_view(a.k_conv, s), segment_view(a.k_pre, s), w.conv_k, Tensor());
+            ops::conv1d_silu(segment_view(a.v_conv, s), segment_view(a.v_pre, s), w.conv_v, Tensor());
+        }
+    }
     ops::l2norm(a.q.reshape({N * Hk, Dk}), a.q_conv.reshape({N * Hk, Dk}), kL2NormEps,
                 1.0f / std::sqrt(float(Dk)));                            // q̂ = q/‖q‖·Dk^-½   (2.6.6)
     ops::l2norm(a.k.reshape({N * Hk, Dk}), a.k_conv.reshape({N * Hk, Dk}), kL2NormEps, 1.0f);
@@ -195,10 +240,18 @@ void gdn_layer_forward(const Tensor& h_out, const Tensor& h_in, const GdnActs& a
     ops::gdn_gates(a.g.reshape({N, H}), a.beta.reshape({N, H}), a.a, a.b, w.A_log, w.dt_bias,
                    c.linear_allow_neg_eigval);                           // g, β            (2.6.4-5)
     const Tensor v = a.v_conv.reshape({B, T, H, Dv});
-    if (T >= kChunkedMinTokens || !state)                                // S_t, o_t          (2.6.7)
+    if (!bt.segments.empty()) {                                          // S_t, o_t          (2.6.7)
+        for (const Segment& s : bt.segments) {  // each document from a zero state
+            Tensor S0 = arena.alloc(DType::f32, {1, H, Dk, Dv});
+            ops::fill(S0, 0.0f);
+            ops::gdn_chunked(segment_view(a.o, s), S0, segment_view(a.q_rep, s), segment_view(a.k_rep, s),
+                             segment_view(v, s), segment_view(a.g, s), segment_view(a.beta, s));
+        }
+    } else if (T >= kChunkedMinTokens || !state) {
         ops::gdn_chunked(a.o, S, a.q_rep, a.k_rep, v, a.g, a.beta);
-    else
+    } else {
         ops::gdn_recurrent(a.o, S, a.q_rep, a.k_rep, v, a.g, a.beta);
+    }
     ops::rmsnorm_gated(a.y, a.o.reshape({N * H, Dv}), a.z.reshape({N * H, Dv}), w.o_norm,
                        kGdnNormEps);                                     // RMSNorm(o) ⊙ silu(z) (2.6.8)
     // h = r + GDN(RMSNorm_in(r)); h = r + MLP(RMSNorm_pa(r)). In place (inference) the products add

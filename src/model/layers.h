@@ -5,6 +5,8 @@
 // the backward pass reads is its own tensor (keep = true). The forward code is the same either way.
 #pragma once
 
+#include <vector>
+
 #include "core/arena.h"
 #include "model/model.h"
 
@@ -13,13 +15,30 @@ namespace olmo {
 constexpr float kGdnNormEps = 1e-5f;  // gated output RMSNorm, hard-coded in HF (spec §2.6.8)
 constexpr float kL2NormEps = 1e-6f;   // q/k L2 norm inside the GDN kernel (spec §2.6.6)
 
+// A document inside a training row (document masking, spec §3.6): tokens [start, start + len) of row b,
+// which see nothing of the row before them. kv_len is a [1] i32 tensor holding len.
+struct Segment {
+    int64_t b = 0, start = 0, len = 0;
+    Tensor kv_len;
+};
+
 // Token layout of one forward pass.
 struct BatchInfo {
     int64_t B = 0, T = 0, N = 0;  // N = B·T rows
-    Tensor positions;             // [N] i32 absolute positions (RoPE)
+    Tensor positions;             // [N] i32 absolute positions (RoPE; restart at each document if masked)
     Tensor start;                 // [B] i32 tokens already in each slot (KV-cache write offset)
     Tensor kv_lens;               // [B] i32 start + T
+    // Document masking: the rows' documents, in order (empty: every row is one sequence). The sequence
+    // mixers (conv, attention, GDN) then run per document with fresh state.
+    std::vector<Segment> segments;
 };
+
+// Splits every row of ids [B, T] (host) after each `separator` token into documents and restarts the
+// positions there (training without state).
+void mask_documents(BatchInfo& bt, const std::vector<int32_t>& ids, int32_t separator, Arena& arena);
+
+// x[B, T, ...] restricted to one document: [1, len, ...].
+Tensor segment_view(const Tensor& x, const Segment& s);
 
 struct MlpActs {
     Tensor gate, up;  // [N, F] pre-activation projections

@@ -53,7 +53,15 @@ void attention_layer_backward(const Tensor& d_in, const Tensor& d_out, const Ten
     ops::matmul_backward_input(d_attn.reshape({N, Hq * D}), d_o_raw, w.o_proj, false);
     Tensor d_q = arena.alloc(dt, {bt.B, bt.T, Hq, D}), d_k = arena.alloc(dt, {bt.B, bt.T, Hkv, D}),
            d_v = arena.alloc(dt, {bt.B, bt.T, Hkv, D});
-    ops::attention_backward(d_q, d_k, d_v, d_attn, a.q, a.k, a.v, c.window_for(layer), 1.0f / std::sqrt(float(D)));
+    const float scale = 1.0f / std::sqrt(float(D));
+    if (bt.segments.empty()) {
+        ops::attention_backward(d_q, d_k, d_v, d_attn, a.q, a.k, a.v, c.window_for(layer), scale);
+    } else {
+        for (const Segment& s : bt.segments)
+            ops::attention_backward(segment_view(d_q, s), segment_view(d_k, s), segment_view(d_v, s),
+                                    segment_view(d_attn, s), segment_view(a.q, s), segment_view(a.k, s),
+                                    segment_view(a.v, s), c.window_for(layer), scale);
+    }
     const RopeConfig& rope = c.rope_for(layer);
     if (rope.enabled) {
         ops::rope_backward(d_q.reshape({N, Hq, D}), d_q.reshape({N, Hq, D}), bt.positions, model.inv_freq(layer),
@@ -105,8 +113,17 @@ void gdn_layer_backward(const Tensor& d_in, const Tensor& d_out, const Tensor& h
     Tensor d_q_rep = arena.alloc(dt, {B, T, H, Dk}), d_k_rep = arena.alloc(dt, {B, T, H, Dk});
     Tensor d_v = arena.alloc(dt, {B, T, Vd});
     Tensor d_g = arena.alloc(DType::f32, {B, T, H}), d_beta = arena.alloc(DType::f32, {B, T, H});
-    ops::gdn_chunked_backward(d_q_rep, d_k_rep, d_v.reshape({B, T, H, Dv}), d_g, d_beta, Tensor(), d_o, Tensor(),
-                              a.q_rep, a.k_rep, a.v_conv.reshape({B, T, H, Dv}), a.g, a.beta, Tensor());
+    if (bt.segments.empty()) {
+        ops::gdn_chunked_backward(d_q_rep, d_k_rep, d_v.reshape({B, T, H, Dv}), d_g, d_beta, Tensor(), d_o, Tensor(),
+                                  a.q_rep, a.k_rep, a.v_conv.reshape({B, T, H, Dv}), a.g, a.beta, Tensor());
+    } else {
+        const Tensor dv4 = d_v.reshape({B, T, H, Dv}), v4 = a.v_conv.reshape({B, T, H, Dv});
+        for (const Segment& s : bt.segments)
+            ops::gdn_chunked_backward(segment_view(d_q_rep, s), segment_view(d_k_rep, s), segment_view(dv4, s),
+                                      segment_view(d_g, s), segment_view(d_beta, s), Tensor(), segment_view(d_o, s),
+                                      Tensor(), segment_view(a.q_rep, s), segment_view(a.k_rep, s),
+                                      segment_view(v4, s), segment_view(a.g, s), segment_view(a.beta, s), Tensor());
+    }
     Tensor d_a = arena.alloc(dt, {N, H}), d_b = arena.alloc(dt, {N, H});
     ops::gdn_gates_backward(d_a, d_b, g.A_log, g.dt_bias, d_g.reshape({N, H}), d_beta.reshape({N, H}), a.a, a.b,
                             w.A_log, w.dt_bias, c.linear_allow_neg_eigval);
@@ -124,9 +141,20 @@ void gdn_layer_backward(const Tensor& d_in, const Tensor& d_out, const Tensor& h
                          kL2NormEps, 1.0f);
     Tensor d_q_pre = arena.alloc(dt, {B, T, Kd}), d_k_pre = arena.alloc(dt, {B, T, Kd}),
            d_v_pre = arena.alloc(dt, {B, T, Vd});
-    ops::conv1d_silu_backward(d_q_pre, g.conv_q, d_q_conv, a.q_pre, w.conv_q);
-    ops::conv1d_silu_backward(d_k_pre, g.conv_k, d_k_conv, a.k_pre, w.conv_k);
-    ops::conv1d_silu_backward(d_v_pre, g.conv_v, d_v, a.v_pre, w.conv_v);
+    if (bt.segments.empty()) {
+        ops::conv1d_silu_backward(d_q_pre, g.conv_q, d_q_conv, a.q_pre, w.conv_q);
+        ops::conv1d_silu_backward(d_k_pre, g.conv_k, d_k_conv, a.k_pre, w.conv_k);
+        ops::conv1d_silu_backward(d_v_pre, g.conv_v, d_v, a.v_pre, w.conv_v);
+    } else {
+        for (const Segment& s : bt.segments) {
+            ops::conv1d_silu_backward(segment_view(d_q_pre, s), g.conv_q, segment_view(d_q_conv, s),
+                                      segment_view(a.q_pre, s), w.conv_q);
+            ops::conv1d_silu_backward(segment_view(d_k_pre, s), g.conv_k, segment_view(d_k_conv, s),
+                                      segment_view(a.k_pre, s), w.conv_k);
+            ops::conv1d_silu_backward(segment_view(d_v_pre, s), g.conv_v, segment_view(d_v, s),
+                                      segment_view(a.v_pre, s), w.conv_v);
+        }
+    }
     // The six projections of x = RMSNorm_in(h_in).
     Tensor d_x = arena.alloc(dt, {N, C});
     const std::pair<Tensor, std::pair<const Tensor*, Tensor*>> projections[] = {

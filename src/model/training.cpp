@@ -59,6 +59,7 @@ Trunk run_trunk(const Model& model, const Tensor& ids, const Tensor& targets, co
     const int64_t B = ids.size(0), T = ids.size(1), N = B * T, C = c.hidden_size;
     const DType dt = model.dtype();
     tr.bt = make_batch_info(arena, B, T, nullptr, 0);
+    if (opt.document_separator >= 0) mask_documents(tr.bt, tok, int32_t(opt.document_separator), arena);
     tr.ids = arena.upload_i32(tok);
     tr.targets = arena.upload_i32(tgt);
     tr.h.push_back(arena.alloc(dt, {N, C}));

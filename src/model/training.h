@@ -17,6 +17,9 @@ struct LossOptions {
     int64_t ignore_index = -100;
     // Rows of logits computed at a time, so that [B·T, V] logits are never held at once.
     int64_t logits_chunk = 1024;
+    // Document masking (spec §3.6): ≥ 0 = the token that ends a document (EOS); each document of a row
+    // then sees nothing before it (attention, conv and GDN state restart, positions restart). −1 = off.
+    int64_t document_separator = -1;
 };
 
 struct LossResult {

@@ -68,3 +68,51 @@ TEST(Training, GradientsAccumulateAndScale) {
 
 }  // namespace
 }  // namespace olmo
+
+namespace olmo {
+namespace {
+
+// Document masking: a row "A <sep> B" trains exactly like A<sep> and B run as separate sequences (loss and
+// every gradient), for a hybrid (conv, GDN state, attention) and for Olmo 3 (RoPE positions, window).
+TEST(DocumentMasking, EqualsTheDocumentsRunSeparately) {
+    for (const char* name : {"olmo-hybrid-tiny", "olmo3-tiny"}) {
+        const std::string dir = testing::shared_dir() + "/fixtures/" + name;
+        Model model = Model::load(dir);
+        SafetensorsReader ref = SafetensorsReader::open(dir + "/reference.safetensors");
+        const Tensor all = ref.get("input_ids").view();
+        const int64_t T = all.size(1), cut = 10;  // the separator sits at position 10
+        std::vector<int32_t> row(T);
+        for (int64_t t = 0; t < T; ++t) row[t] = int32_t(all.as<int64_t>()[t]);
+        int32_t sep = 0;
+        while (std::find(row.begin(), row.end(), sep) != row.end()) ++sep;
+        row[cut] = sep;
+        auto tensor = [](const std::vector<int32_t>& v) {
+            OwnedTensor t(DType::i32, {1, int64_t(v.size())});
+            std::copy(v.begin(), v.end(), t->as<int32_t>());
+            return t;
+        };
+        Arena arena;
+        LossOptions masked;
+        masked.document_separator = sep;
+        ModelWeights g_masked(model.config(), Device::cpu, DType::f32), g_split(model.config(), Device::cpu, DType::f32);
+        ops_fill_zero(g_masked);
+        ops_fill_zero(g_split);
+        OwnedTensor ids = tensor(row);
+        const LossResult m = forward_backward(model, ids, next_token_targets(ids), g_masked, 1.0f, masked, arena);
+        // The first document keeps its last target (the second document's first token), as in the row.
+        std::vector<int32_t> a(row.begin(), row.begin() + cut + 1), ta(row.begin() + 1, row.begin() + cut + 2);
+        std::vector<int32_t> b(row.begin() + cut + 1, row.end());
+        OwnedTensor ida = tensor(a), tga = tensor(ta), idb = tensor(b);
+        const double n = double(T - 1), na = double(a.size()), nb = double(b.size() - 1);
+        const LossResult ra = forward_backward(model, ida, tga, g_split, float(na / n), {}, arena);
+        const LossResult rb = forward_backward(model, idb, next_token_targets(idb), g_split, float(nb / n), {}, arena);
+        EXPECT_NEAR(m.loss, (ra.loss * na + rb.loss * nb) / n, 1e-6 * m.loss) << name;
+        EXPECT_TRUE(testing::close(g_masked.flat(), g_split.flat(), 1e-5)) << name;
+        // Without masking the second document sees the first: a different loss.
+        const LossResult plain = evaluate_loss(model, ids, next_token_targets(ids), {}, arena);
+        EXPECT_GT(std::fabs(plain.loss - m.loss), 1e-4) << name;
+    }
+}
+
+}  // namespace
+}  // namespace olmo
