@@ -22,7 +22,8 @@ std::vector<int32_t> parse_id_list(const std::string& text, const std::string& o
             errno = 0;
             const long long v = std::strtoll(item.c_str(), &end, 10);
             if (*end != '\0' || errno != 0 || v < 0 || v > INT32_MAX)
-                fail("[cli] ", option, ": \"", item, "\" is not a token id (a non-negative integer)");
+                fail("[cli] ", option, ": \"", item,
+                     "\" is not a token id (a non-negative integer)");
             ids.push_back(int32_t(v));
         }
         i = j + 1;
@@ -57,18 +58,22 @@ void set_threads(int threads) {
 DType parse_model_dtype(const RuntimeOptions& o, Device device) {
     if (o.dtype.empty()) return device == Device::cpu ? DType::f32 : DType::bf16;
     const DType d = parse_dtype(o.dtype, "--dtype");
-    if (device == Device::cpu && d != DType::f32) fail("[cli] --dtype bf16 needs --device cuda (the CPU runs in f32)");
+    if (device == Device::cpu && d != DType::f32)
+        fail("[cli] --dtype bf16 needs --device cuda (the CPU runs in f32)");
     return d;
 }
 
 bool has_tokenizer(const std::string& dir) {
     namespace fs = std::filesystem;
-    return fs::exists(fs::path(dir) / "tokenizer.json") || fs::exists(fs::path(dir) / "tokenizer.txt");
+    return fs::exists(fs::path(dir) / "tokenizer.json") ||
+           fs::exists(fs::path(dir) / "tokenizer.txt");
 }
 
 void add_runtime_options(CLI::App* cmd, RuntimeOptions& o) {
-    cmd->add_option("--device", o.device, "cpu (f32 reference) or cuda (bf16)")->capture_default_str();
-    cmd->add_option("--dtype", o.dtype, "Weights and activations: f32 or bf16 (default: f32 on cpu, bf16 on cuda)");
+    cmd->add_option("--device", o.device, "cpu (f32 reference) or cuda (bf16)")
+        ->capture_default_str();
+    cmd->add_option("--dtype", o.dtype,
+                    "Weights and activations: f32 or bf16 (default: f32 on cpu, bf16 on cuda)");
     cmd->add_option("--threads", o.threads, "CPU threads (0 = all cores)")->capture_default_str();
 }
 

@@ -21,7 +21,8 @@ struct RuntimeOptions {
     std::string dtype;  // "" = f32 on the CPU, bf16 on CUDA
     int threads = 0;
 };
-// The weights/activations dtype for a device: --dtype if given (f32 on the CPU only; f32 or bf16 on CUDA).
+// The weights/activations dtype for a device: --dtype if given (f32 on the CPU only; f32 or bf16 on
+// CUDA).
 DType parse_model_dtype(const RuntimeOptions& o, Device device);
 // True if a model folder says how to read text (tokenizer.json, or the byte-tokenizer marker).
 bool has_tokenizer(const std::string& model_dir);

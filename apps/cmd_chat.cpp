@@ -1,4 +1,5 @@
-// `olmo-hybrid chat`: an interactive conversation with an instruct checkpoint, kept in the model state.
+// `olmo-hybrid chat`: an interactive conversation with an instruct checkpoint, kept in the model
+// state.
 #include <unistd.h>
 
 #include <cstdio>
@@ -31,8 +32,10 @@ void run_chat(ChatArgs a) {
     if (codec.eos_id() >= 0) stop.push_back(codec.eos_id());
     Model model = Model::load(a.model, dev, parse_model_dtype(a.rt, dev));
     if (codec.vocab_size() > model.config().vocab_size)
-        fail("[chat] the tokenizer has ", codec.vocab_size(), " ids but the model only ", model.config().vocab_size);
-    ChatSession chat(model, [&](const std::string& s) { return codec.encode(s); }, stop, a.chat);
+        fail("[chat] the tokenizer has ", codec.vocab_size(), " ids but the model only ",
+             model.config().vocab_size);
+    ChatSession chat(
+        model, [&](const std::string& s) { return codec.encode(s); }, stop, a.chat);
     const bool tty = ::isatty(0) && ::isatty(1);
     if (tty)
         std::printf("chat with %s — /reset starts over, /quit (or Ctrl-D) ends\n", a.model.c_str());
@@ -73,17 +76,27 @@ void register_chat(CLI::App& app) {
     auto a = std::make_shared<ChatArgs>();
     a->chat.sampling.temperature = 0.7f;
     a->chat.sampling.top_p = 0.9f;
-    auto* cmd = app.add_subcommand(
-        "chat", "Talk to an instruct checkpoint (ChatML turns, <|im_start|>role ... <|im_end|>); the conversation\n"
-                "stays in the model state, so each turn only processes the new text. Reads one message per line.");
-    cmd->add_option("--model", a->model, "Model folder (config.json + safetensors + tokenizer.json)")->required();
-    cmd->add_option("--tokenizer", a->tokenizer, "tokenizer.json to use instead of the model folder's");
+    auto* cmd = app.add_subcommand("chat",
+                                   "Talk to an instruct checkpoint (ChatML turns, <|im_start|>role "
+                                   "... <|im_end|>); the conversation\n"
+                                   "stays in the model state, so each turn only processes the new "
+                                   "text. Reads one message per line.");
+    cmd->add_option("--model", a->model,
+                    "Model folder (config.json + safetensors + tokenizer.json)")
+        ->required();
+    cmd->add_option("--tokenizer", a->tokenizer,
+                    "tokenizer.json to use instead of the model folder's");
     cmd->add_option("--system", a->chat.system, "System message sent before the first turn");
-    cmd->add_option("--max-new-tokens", a->chat.max_new_tokens, "Longest reply, in tokens")->capture_default_str();
-    cmd->add_option("--max-context", a->chat.max_context, "Tokens the conversation may hold")->capture_default_str();
-    cmd->add_option("--temperature", a->chat.sampling.temperature, "0 = greedy")->capture_default_str();
-    cmd->add_option("--top-k", a->chat.sampling.top_k, "Sample among the k most likely (0 = all)")->capture_default_str();
-    cmd->add_option("--top-p", a->chat.sampling.top_p, "Nucleus sampling mass (1 = off)")->capture_default_str();
+    cmd->add_option("--max-new-tokens", a->chat.max_new_tokens, "Longest reply, in tokens")
+        ->capture_default_str();
+    cmd->add_option("--max-context", a->chat.max_context, "Tokens the conversation may hold")
+        ->capture_default_str();
+    cmd->add_option("--temperature", a->chat.sampling.temperature, "0 = greedy")
+        ->capture_default_str();
+    cmd->add_option("--top-k", a->chat.sampling.top_k, "Sample among the k most likely (0 = all)")
+        ->capture_default_str();
+    cmd->add_option("--top-p", a->chat.sampling.top_p, "Nucleus sampling mass (1 = off)")
+        ->capture_default_str();
     cmd->add_option("--seed", a->chat.sampling.seed, "Random seed")->capture_default_str();
     add_runtime_options(cmd, a->rt);
     cmd->callback([a] { run_chat(*a); });

@@ -31,7 +31,8 @@ void run_forward(const ForwardArgs& a) {
     SafetensorsReader in = SafetensorsReader::open(a.input);
     const SafetensorsEntry* ids = in.find("input_ids");
     if (!ids) fail("[forward] ", a.input, ": no tensor named \"input_ids\"");
-    if (ids->shape.size() != 2) fail("[forward] input_ids must be [B, T], got ", ids->view().shape_str());
+    if (ids->shape.size() != 2)
+        fail("[forward] input_ids must be [B, T], got ", ids->view().shape_str());
     if (ids->numel() == 0) fail("[forward] input_ids is empty");
     // Validate before loading the model, so that bad input fails fast.
     const ModelConfig config = ModelConfig::from_file(a.model);
@@ -84,8 +85,9 @@ void run_generate(const GenerateArgs& a) {
     }
     for (const std::string& p : a.prompt_ids) prompts.push_back(parse_id_list(p, "--prompt-ids"));
     for (const auto& p : prompts)
-        validate_ids(Tensor(const_cast<int32_t*>(p.data()), DType::i32, Device::cpu, {int64_t(p.size())}),
-                     config.vocab_size);
+        validate_ids(
+            Tensor(const_cast<int32_t*>(p.data()), DType::i32, Device::cpu, {int64_t(p.size())}),
+            config.vocab_size);
     Model model = load_for(a.model, a.rt);
     GenerateOptions opt;
     opt.max_new_tokens = a.max_new_tokens;
@@ -138,7 +140,8 @@ void run_inspect(const std::string& dir) {
     std::printf("\n%-64s %-5s %s\n", "tensor (as stored)", "dtype", "shape");
     size_t bytes = 0;
     for (const auto& e : r.entries()) {
-        std::printf("%-64s %-5s %s\n", e.name.c_str(), dtype_to_safetensors(e.dtype), e.view().shape_str().c_str());
+        std::printf("%-64s %-5s %s\n", e.name.c_str(), dtype_to_safetensors(e.dtype),
+                    e.view().shape_str().c_str());
         bytes += e.nbytes;
     }
     std::printf("%zu tensors, %.3f GB\n", r.entries().size(), double(bytes) / 1e9);
@@ -158,7 +161,8 @@ void run_init(const InitArgs& a) {
     nlohmann::json j = config.raw;
     j["dtype"] = dt == DType::bf16 ? "bfloat16" : "float32";
     if (j.contains("torch_dtype")) j["torch_dtype"] = j["dtype"];
-    write_random_checkpoint(config, (fs::path(a.output) / "model.safetensors").string(), a.seed, dt, true);
+    write_random_checkpoint(config, (fs::path(a.output) / "model.safetensors").string(), a.seed, dt,
+                            true);
     write_file_atomic((fs::path(a.output) / "config.json").string(), j.dump(2) + "\n");
 }
 
@@ -167,45 +171,64 @@ void run_init(const InitArgs& a) {
 void register_model_commands(CLI::App& app) {
     {
         auto a = std::make_shared<ForwardArgs>();
-        auto* cmd = app.add_subcommand("forward", "Run a batch of token ids through the model and write the logits");
-        cmd->add_option("--model", a->model, "Model folder (config.json + safetensors)")->required();
-        cmd->add_option("--input", a->input, "safetensors file with input_ids (int64 [B, T])")->required();
-        cmd->add_option("--output", a->output, "safetensors file to write: logits (f32 [B, T, V])")->required();
-        cmd->add_flag("--hidden-states", a->hidden,
-                      "Also write hidden_states.0 .. hidden_states.L (HF output_hidden_states convention)");
+        auto* cmd = app.add_subcommand(
+            "forward", "Run a batch of token ids through the model and write the logits");
+        cmd->add_option("--model", a->model, "Model folder (config.json + safetensors)")
+            ->required();
+        cmd->add_option("--input", a->input, "safetensors file with input_ids (int64 [B, T])")
+            ->required();
+        cmd->add_option("--output", a->output, "safetensors file to write: logits (f32 [B, T, V])")
+            ->required();
+        cmd->add_flag(
+            "--hidden-states", a->hidden,
+            "Also write hidden_states.0 .. hidden_states.L (HF output_hidden_states convention)");
         add_runtime_options(cmd, a->rt);
         cmd->callback([a] { run_forward(*a); });
     }
     {
         auto a = std::make_shared<GenerateArgs>();
-        auto* cmd = app.add_subcommand("generate", "Continue a prompt, streaming the new text (or token ids)");
-        cmd->add_option("--model", a->model, "Model folder (config.json + safetensors)")->required();
-        cmd->add_option("--prompt", a->prompt, "Prompt text (needs a tokenizer: the model folder's tokenizer.json)");
+        auto* cmd = app.add_subcommand("generate",
+                                       "Continue a prompt, streaming the new text (or token ids)");
+        cmd->add_option("--model", a->model, "Model folder (config.json + safetensors)")
+            ->required();
+        cmd->add_option("--prompt", a->prompt,
+                        "Prompt text (needs a tokenizer: the model folder's tokenizer.json)");
         cmd->add_option("--prompt-ids", a->prompt_ids,
                         "Prompt token ids, e.g. 1,2,3; repeat the option for a batch of prompts");
-        cmd->add_option("--tokenizer", a->tokenizer, "tokenizer.json to use instead of the model folder's");
-        cmd->add_option("--max-new-tokens", a->max_new_tokens, "Tokens to generate")->capture_default_str();
-        cmd->add_option("--temperature", a->sampling.temperature, "0 = greedy")->capture_default_str();
-        cmd->add_option("--top-k", a->sampling.top_k, "Sample among the k most likely (0 = all)")->capture_default_str();
-        cmd->add_option("--top-p", a->sampling.top_p, "Nucleus sampling mass (1 = off)")->capture_default_str();
-        cmd->add_option("--seed", a->sampling.seed, "Random seed for sampling")->capture_default_str();
-        cmd->add_flag("--ignore-eos", a->ignore_eos, "Keep generating after the end-of-sequence token");
+        cmd->add_option("--tokenizer", a->tokenizer,
+                        "tokenizer.json to use instead of the model folder's");
+        cmd->add_option("--max-new-tokens", a->max_new_tokens, "Tokens to generate")
+            ->capture_default_str();
+        cmd->add_option("--temperature", a->sampling.temperature, "0 = greedy")
+            ->capture_default_str();
+        cmd->add_option("--top-k", a->sampling.top_k, "Sample among the k most likely (0 = all)")
+            ->capture_default_str();
+        cmd->add_option("--top-p", a->sampling.top_p, "Nucleus sampling mass (1 = off)")
+            ->capture_default_str();
+        cmd->add_option("--seed", a->sampling.seed, "Random seed for sampling")
+            ->capture_default_str();
+        cmd->add_flag("--ignore-eos", a->ignore_eos,
+                      "Keep generating after the end-of-sequence token");
         cmd->add_flag("--print-ids", a->print_ids, "Print only the new token ids, space-separated");
         add_runtime_options(cmd, a->rt);
         cmd->callback([a] { run_generate(*a); });
     }
     {
         auto dir = std::make_shared<std::string>();
-        auto* cmd = app.add_subcommand("inspect", "Show a checkpoint's configuration, parameter count and tensors");
+        auto* cmd = app.add_subcommand(
+            "inspect", "Show a checkpoint's configuration, parameter count and tensors");
         cmd->add_option("--model", *dir, "Model folder (config.json + safetensors)")->required();
         cmd->callback([dir] { run_inspect(*dir); });
     }
     {
         auto a = std::make_shared<InitArgs>();
-        auto* cmd = app.add_subcommand(
-            "init", "Write a randomly initialised checkpoint (loadable by HF transformers) for a config.json");
+        auto* cmd = app.add_subcommand("init",
+                                       "Write a randomly initialised checkpoint (loadable by HF "
+                                       "transformers) for a config.json");
         cmd->add_option("--config", a->config, "config.json (olmo_hybrid or olmo3)")->required();
-        cmd->add_option("--output", a->output, "Folder to write config.json and model.safetensors into")->required();
+        cmd->add_option("--output", a->output,
+                        "Folder to write config.json and model.safetensors into")
+            ->required();
         cmd->add_option("--seed", a->seed, "Initialisation seed")->capture_default_str();
         cmd->add_option("--dtype", a->dtype, "bf16 or f32")->capture_default_str();
         cmd->callback([a] { run_init(*a); });

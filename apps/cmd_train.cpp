@@ -18,8 +18,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// The model `train` builds when given no --config: a ~4M-parameter Olmo Hybrid (three Gated DeltaNet
-// layers and one attention layer) over the byte vocabulary, sized to learn visibly in minutes on a CPU.
+// The model `train` builds when given no --config: a ~4M-parameter Olmo Hybrid (three Gated
+// DeltaNet layers and one attention layer) over the byte vocabulary, sized to learn visibly in
+// minutes on a CPU.
 const char* kDefaultConfig = R"({
   "model_type": "olmo_hybrid",
   "architectures": ["OlmoHybridForCausalLM"],
@@ -77,7 +78,8 @@ void run_grad(const GradArgs& a) {
     OwnedTensor loss(DType::f32, {1});
     loss.f32()[0] = float(r.loss);
     w.add("loss", loss);
-    for (size_t i = 0; i < grads.table().size(); ++i) w.add("grad." + grads.table()[i].name, grads.params()[i]);
+    for (size_t i = 0; i < grads.table().size(); ++i)
+        w.add("grad." + grads.table()[i].name, grads.params()[i]);
     w.write(a.output);
 }
 
@@ -103,7 +105,8 @@ std::vector<ShardInfo> run_tokenize_corpus(const CorpusArgs& a) {
     uint64_t tokens = 0, docs = 0;
     for (const auto& s : shards) tokens += s.num_tokens, docs += s.num_documents;
     std::fprintf(stderr, "tokenize-corpus: %llu documents, %llu tokens in %zu shard(s) under %s\n",
-                 (unsigned long long)docs, (unsigned long long)tokens, shards.size(), a.output.c_str());
+                 (unsigned long long)docs, (unsigned long long)tokens, shards.size(),
+                 a.output.c_str());
     return shards;
 }
 
@@ -117,10 +120,12 @@ struct TrainArgs {
     RuntimeOptions rt;
 };
 
-void print_sample(const Model& model, const TextCodec& codec, const TokenStream& stream, int64_t n) {
+void print_sample(const Model& model, const TextCodec& codec, const TokenStream& stream,
+                  int64_t n) {
     if (n <= 0) return;
     // Prompt: the start of a line near the beginning of the held-out text.
-    const uint64_t at = stream.size() - std::min<uint64_t>(stream.size(), uint64_t(stream.size() / 20));
+    const uint64_t at =
+        stream.size() - std::min<uint64_t>(stream.size(), uint64_t(stream.size() / 20));
     std::vector<int32_t> window(std::min<uint64_t>(400, stream.size() - at));
     stream.read(at, window.size(), window.data());
     size_t begin = 0;
@@ -130,7 +135,8 @@ void print_sample(const Model& model, const TextCodec& codec, const TokenStream&
             begin = i + 1;
             break;
         }
-    std::vector<int32_t> prompt(window.begin() + begin, window.begin() + std::min(window.size(), begin + 48));
+    std::vector<int32_t> prompt(window.begin() + begin,
+                                window.begin() + std::min(window.size(), begin + 48));
     if (prompt.empty()) prompt.push_back(window.empty() ? 0 : window[0]);
     GenerateOptions g;
     g.max_new_tokens = n;
@@ -162,7 +168,8 @@ void run_train(TrainArgs a) {
             if (!fs::exists(kDefaultCorpus))
                 fail("[train] no --data or --text given and the built-in corpus (", kDefaultCorpus,
                      ", Debian package python3.11-doc) is not installed: run scripts/setup");
-            std::fprintf(stderr, "train: no --data given; using the Python documentation sources in %s\n",
+            std::fprintf(stderr,
+                         "train: no --data given; using the Python documentation sources in %s\n",
                          kDefaultCorpus);
             text.push_back(kDefaultCorpus);
         }
@@ -187,8 +194,8 @@ void run_train(TrainArgs a) {
         config = ModelConfig::from_json(nlohmann::json::parse(kDefaultConfig), "built-in config");
     }
     if (int64_t(stream.vocab_size()) > config.vocab_size)
-        fail("[train] the data was tokenised with ", stream.vocab_size(), " ids but the model has a vocabulary of ",
-             config.vocab_size);
+        fail("[train] the data was tokenised with ", stream.vocab_size(),
+             " ids but the model has a vocabulary of ", config.vocab_size);
     ModelWeights weights(config, dev, DType::f32);
     if (!a.init_from.empty())
         weights.load(a.init_from);
@@ -200,7 +207,8 @@ void run_train(TrainArgs a) {
                  config.summary().substr(0, config.summary().find('\n')).c_str(), double(n) / 1e6,
                  (unsigned long long)stream.size(), a.rt.device.c_str());
     if (a.document_mask) {
-        if (stream.eos_id() == kNoEos) fail("[train] --document-mask needs shards with an end-of-document token");
+        if (stream.eos_id() == kNoEos)
+            fail("[train] --document-mask needs shards with an end-of-document token");
         a.opt.loss.document_separator = int64_t(stream.eos_id());
     }
     a.opt.output_dir = a.output;
@@ -215,8 +223,10 @@ void run_train(TrainArgs a) {
     if (codec.is_bytes())
         write_file_atomic((fs::path(model_dir) / "tokenizer.txt").string(), "bytes\n");
     else
-        fs::copy_file(a.tokenizer, fs::path(model_dir) / "tokenizer.json", fs::copy_options::overwrite_existing);
-    std::fprintf(stderr, "train: final model in %s, metrics in %s/metrics.csv, plot in %s/loss.png\n",
+        fs::copy_file(a.tokenizer, fs::path(model_dir) / "tokenizer.json",
+                      fs::copy_options::overwrite_existing);
+    std::fprintf(stderr,
+                 "train: final model in %s, metrics in %s/metrics.csv, plot in %s/loss.png\n",
                  model_dir.c_str(), a.output.c_str(), a.output.c_str());
     print_sample(model, codec, stream, a.sample_tokens);
 }
@@ -226,25 +236,35 @@ void run_train(TrainArgs a) {
 void register_train_commands(CLI::App& app) {
     {
         auto a = std::make_shared<GradArgs>();
-        auto* cmd = app.add_subcommand("grad", "Loss and the gradient of every parameter for a batch of token ids");
-        cmd->add_option("--model", a->model, "Model folder (config.json + safetensors)")->required();
-        cmd->add_option("--input", a->input, "safetensors file with input_ids (int64 [B, T])")->required();
-        cmd->add_option("--output", a->output,
-                        "safetensors file to write: loss (f32 [1], mean next-token cross-entropy) and grad.<name>")
+        auto* cmd = app.add_subcommand(
+            "grad", "Loss and the gradient of every parameter for a batch of token ids");
+        cmd->add_option("--model", a->model, "Model folder (config.json + safetensors)")
             ->required();
-        cmd->add_option("--z-loss", a->z_loss, "z-loss coefficient (adds z·logsumexp² per token)")->capture_default_str();
+        cmd->add_option("--input", a->input, "safetensors file with input_ids (int64 [B, T])")
+            ->required();
+        cmd->add_option("--output", a->output,
+                        "safetensors file to write: loss (f32 [1], mean next-token cross-entropy) "
+                        "and grad.<name>")
+            ->required();
+        cmd->add_option("--z-loss", a->z_loss, "z-loss coefficient (adds z·logsumexp² per token)")
+            ->capture_default_str();
         add_runtime_options(cmd, a->rt);
         cmd->callback([a] { run_grad(*a); });
     }
     {
         auto a = std::make_shared<CorpusArgs>();
-        auto* cmd = app.add_subcommand("tokenize-corpus",
-                                       "Turn text files or JSONL into token shards for training (all cores)");
-        cmd->add_option("inputs", a->inputs, "Text files (one document each), .jsonl files, or folders")->required();
+        auto* cmd = app.add_subcommand(
+            "tokenize-corpus",
+            "Turn text files or JSONL into token shards for training (all cores)");
+        cmd->add_option("inputs", a->inputs,
+                        "Text files (one document each), .jsonl files, or folders")
+            ->required();
         cmd->add_option("--output", a->output, "Folder for shard-NNNNN.tok files")->required();
-        cmd->add_option("--tokenizer", a->tokenizer, "tokenizer.json, or \"bytes\"")->capture_default_str();
+        cmd->add_option("--tokenizer", a->tokenizer, "tokenizer.json, or \"bytes\"")
+            ->capture_default_str();
         cmd->add_option("--field", a->field, "JSONL field holding the text")->capture_default_str();
-        cmd->add_option("--shard-mtokens", a->shard_mtokens, "Millions of tokens per shard")->capture_default_str();
+        cmd->add_option("--shard-mtokens", a->shard_mtokens, "Millions of tokens per shard")
+            ->capture_default_str();
         add_runtime_options(cmd, a->rt);
         cmd->callback([a] { run_tokenize_corpus(*a); });
     }
@@ -252,16 +272,23 @@ void register_train_commands(CLI::App& app) {
         auto a = std::make_shared<TrainArgs>();
         auto* cmd = app.add_subcommand(
             "train",
-            "Train a model from scratch or from a checkpoint. With no options: a ~4M-parameter Olmo Hybrid on the\n"
+            "Train a model from scratch or from a checkpoint. With no options: a ~4M-parameter "
+            "Olmo Hybrid on the\n"
             "Python documentation, byte tokens, for 2 minutes on the CPU, then a sample.");
-        cmd->add_option("--output", a->output, "Run folder (metrics, checkpoints, final model)")->capture_default_str();
+        cmd->add_option("--output", a->output, "Run folder (metrics, checkpoints, final model)")
+            ->capture_default_str();
         cmd->add_option("--config", a->config, "config.json of the model to build (random init)");
         cmd->add_option("--init-from", a->init_from, "Start from the weights of this model folder");
-        cmd->add_option("--init-seed", a->init_seed, "Seed of the random initialisation")->capture_default_str();
-        cmd->add_option("--data", a->data, "Token shards or folders of them (from tokenize-corpus)");
-        cmd->add_option("--text", a->text, "Text/JSONL files or folders to tokenise into the run folder");
-        cmd->add_option("--tokenizer", a->tokenizer, "For --text: tokenizer.json, or \"bytes\"")->capture_default_str();
-        cmd->add_option("--resume", a->resume, "Continue from a checkpoint folder, or \"latest\" in --output");
+        cmd->add_option("--init-seed", a->init_seed, "Seed of the random initialisation")
+            ->capture_default_str();
+        cmd->add_option("--data", a->data,
+                        "Token shards or folders of them (from tokenize-corpus)");
+        cmd->add_option("--text", a->text,
+                        "Text/JSONL files or folders to tokenise into the run folder");
+        cmd->add_option("--tokenizer", a->tokenizer, "For --text: tokenizer.json, or \"bytes\"")
+            ->capture_default_str();
+        cmd->add_option("--resume", a->resume,
+                        "Continue from a checkpoint folder, or \"latest\" in --output");
         auto& o = a->opt;
         o.steps = 100000;
         o.max_minutes = 2;
@@ -272,36 +299,56 @@ void register_train_commands(CLI::App& app) {
         o.eval_every = 50;
         o.checkpoint_every = 100;
         o.adamw.weight_decay = 0.1;
-        cmd->add_option("--steps", o.steps, "Optimiser steps (the schedule spans them)")->capture_default_str();
-        cmd->add_option("--max-minutes", o.max_minutes, "Stop after this much time (0 = no limit)")->capture_default_str();
-        cmd->add_option("--batch-size", o.batch_size, "Sequences per micro-batch")->capture_default_str();
+        cmd->add_option("--steps", o.steps, "Optimiser steps (the schedule spans them)")
+            ->capture_default_str();
+        cmd->add_option("--max-minutes", o.max_minutes, "Stop after this much time (0 = no limit)")
+            ->capture_default_str();
+        cmd->add_option("--batch-size", o.batch_size, "Sequences per micro-batch")
+            ->capture_default_str();
         cmd->add_option("--seq-len", o.seq_len, "Tokens per sequence")->capture_default_str();
-        cmd->add_option("--grad-accum", o.grad_accum, "Micro-batches per step")->capture_default_str();
+        cmd->add_option("--grad-accum", o.grad_accum, "Micro-batches per step")
+            ->capture_default_str();
         cmd->add_option("--lr", o.schedule.lr, "Peak learning rate")->capture_default_str();
-        cmd->add_option("--schedule", o.schedule.kind, "cosine, wsd, linear or constant")->capture_default_str();
+        cmd->add_option("--schedule", o.schedule.kind, "cosine, wsd, linear or constant")
+            ->capture_default_str();
         cmd->add_option("--warmup", o.schedule.warmup, "Warm-up steps")->capture_default_str();
-        cmd->add_option("--alpha-f", o.schedule.alpha_f, "Final lr as a fraction of the peak (cosine, linear)")
+        cmd->add_option("--alpha-f", o.schedule.alpha_f,
+                        "Final lr as a fraction of the peak (cosine, linear)")
             ->capture_default_str();
-        cmd->add_option("--decay-fraction", o.schedule.decay_fraction, "WSD: fraction of steps spent decaying")
+        cmd->add_option("--decay-fraction", o.schedule.decay_fraction,
+                        "WSD: fraction of steps spent decaying")
             ->capture_default_str();
-        cmd->add_option("--weight-decay", o.adamw.weight_decay, "AdamW weight decay (not on embeddings)")
+        cmd->add_option("--weight-decay", o.adamw.weight_decay,
+                        "AdamW weight decay (not on embeddings)")
             ->capture_default_str();
         cmd->add_option("--beta1", o.adamw.beta1, "AdamW beta1")->capture_default_str();
         cmd->add_option("--beta2", o.adamw.beta2, "AdamW beta2")->capture_default_str();
         cmd->add_option("--eps", o.adamw.eps, "AdamW epsilon")->capture_default_str();
-        cmd->add_option("--clip", o.adamw.clip_norm, "Global gradient-norm clip (0 = off)")->capture_default_str();
-        cmd->add_option("--z-loss", o.loss.z_loss, "z-loss coefficient (OLMo uses 1e-5)")->capture_default_str();
-        cmd->add_option("--eval-every", o.eval_every, "Held-out loss every N steps")->capture_default_str();
-        cmd->add_option("--eval-batches", o.eval_batches, "Held-out batches per evaluation")->capture_default_str();
-        cmd->add_option("--heldout", o.heldout_fraction, "Fraction of the data held out")->capture_default_str();
-        cmd->add_option("--checkpoint-every", o.checkpoint_every, "Checkpoint every N steps")->capture_default_str();
-        cmd->add_option("--keep-checkpoints", o.keep_checkpoints, "Checkpoints kept")->capture_default_str();
-        cmd->add_option("--data-seed", o.data_seed, "Seed of the data order")->capture_default_str();
-        cmd->add_flag("!--no-skip-steps", o.skip_steps, "Never skip updates on loss or gradient-norm spikes");
+        cmd->add_option("--clip", o.adamw.clip_norm, "Global gradient-norm clip (0 = off)")
+            ->capture_default_str();
+        cmd->add_option("--z-loss", o.loss.z_loss, "z-loss coefficient (OLMo uses 1e-5)")
+            ->capture_default_str();
+        cmd->add_option("--eval-every", o.eval_every, "Held-out loss every N steps")
+            ->capture_default_str();
+        cmd->add_option("--eval-batches", o.eval_batches, "Held-out batches per evaluation")
+            ->capture_default_str();
+        cmd->add_option("--heldout", o.heldout_fraction, "Fraction of the data held out")
+            ->capture_default_str();
+        cmd->add_option("--checkpoint-every", o.checkpoint_every, "Checkpoint every N steps")
+            ->capture_default_str();
+        cmd->add_option("--keep-checkpoints", o.keep_checkpoints, "Checkpoints kept")
+            ->capture_default_str();
+        cmd->add_option("--data-seed", o.data_seed, "Seed of the data order")
+            ->capture_default_str();
+        cmd->add_flag("!--no-skip-steps", o.skip_steps,
+                      "Never skip updates on loss or gradient-norm spikes");
         cmd->add_flag("--document-mask", a->document_mask,
-                      "Documents in a row do not see each other: attention, conv and GDN state restart after\n"
-                      "each end-of-document token (default: they flow across, as in Olmo Hybrid's pretraining)");
-        cmd->add_option("--sample-tokens", a->sample_tokens, "Tokens of the sample printed at the end")
+                      "Documents in a row do not see each other: attention, conv and GDN state "
+                      "restart after\n"
+                      "each end-of-document token (default: they flow across, as in Olmo Hybrid's "
+                      "pretraining)");
+        cmd->add_option("--sample-tokens", a->sample_tokens,
+                        "Tokens of the sample printed at the end")
             ->capture_default_str();
         add_runtime_options(cmd, a->rt);
         cmd->callback([a] { run_train(*a); });

@@ -1,5 +1,6 @@
 // Subcommands of the `olmo-hybrid` command. Each cmd_*.cpp registers one or more subcommands on the
-// top-level CLI11 app; main.cpp calls every register function and turns errors into one-line messages.
+// top-level CLI11 app; main.cpp calls every register function and turns errors into one-line
+// messages.
 #pragma once
 
 #include <CLI/CLI.hpp>

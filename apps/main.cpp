@@ -1,4 +1,5 @@
-// olmo-hybrid: the command line. Errors from any subcommand become one line on stderr and exit code 1.
+// olmo-hybrid: the command line. Errors from any subcommand become one line on stderr and exit
+// code 1.
 #include <cstdio>
 #include <exception>
 
@@ -7,7 +8,8 @@
 
 int main(int argc, char** argv) {
     CLI::App app{
-        "olmo-hybrid: run, train and study Olmo Hybrid (Gated DeltaNet + attention) and Olmo 3 models.\n"
+        "olmo-hybrid: run, train and study Olmo Hybrid (Gated DeltaNet + attention) and Olmo 3 "
+        "models.\n"
         "Reads Hugging Face checkpoints (config.json + safetensors) directly."};
     app.require_subcommand(1);
     app.set_version_flag("--version", "olmo-hybrid 0.1.0");

@@ -19,9 +19,11 @@ TextCodec TextCodec::for_model(const std::string& model_dir, const std::string& 
     if (!override_spec.empty()) return open(override_spec);
     const fs::path p = fs::path(model_dir) / "tokenizer.json";
     if (fs::exists(p)) return open(p.string());
-    const fs::path marker = fs::path(model_dir) / "tokenizer.txt";  // written by `train` for byte models
+    const fs::path marker =
+        fs::path(model_dir) / "tokenizer.txt";  // written by `train` for byte models
     if (fs::exists(marker)) return open("bytes");
-    fail("[cli] ", model_dir, " has no tokenizer.json: pass --tokenizer FILE (or --tokenizer bytes)");
+    fail("[cli] ", model_dir,
+         " has no tokenizer.json: pass --tokenizer FILE (or --tokenizer bytes)");
 }
 
 std::vector<int32_t> TextCodec::encode(std::string_view text) const {
@@ -38,7 +40,9 @@ std::string TextCodec::decode(std::span<const int32_t> ids) const {
     return s;
 }
 
-int32_t TextCodec::vocab_size() const { return tok_ ? tok_->vocab_size() : kByteVocab; }
+int32_t TextCodec::vocab_size() const {
+    return tok_ ? tok_->vocab_size() : kByteVocab;
+}
 
 int32_t TextCodec::eos_id() const {
     if (!tok_) return kByteEos;

@@ -1,6 +1,6 @@
 // Text <-> token ids for the commands that read or print text: the dolma2 BPE tokenizer from a
-// tokenizer.json, or plain bytes (id = byte value, EOS = 256), which small models trained from scratch
-// on the CPU use (a 100k-token vocabulary would be most of a 4M-parameter model).
+// tokenizer.json, or plain bytes (id = byte value, EOS = 256), which small models trained from
+// scratch on the CPU use (a 100k-token vocabulary would be most of a 4M-parameter model).
 #pragma once
 
 #include <memory>
@@ -12,10 +12,11 @@
 namespace olmo::cli {
 
 class TextCodec {
-public:
+  public:
     // "bytes", or the path of a tokenizer.json.
     static TextCodec open(const std::string& spec);
-    // For a model folder: its tokenizer.json if present, else `fallback` ("" = none: error when needed).
+    // For a model folder: its tokenizer.json if present, else `fallback` ("" = none: error when
+    // needed).
     static TextCodec for_model(const std::string& model_dir, const std::string& override_spec);
 
     std::vector<int32_t> encode(std::string_view text) const;
@@ -28,18 +29,18 @@ public:
 
     // Streams text for generated ids: returns the complete characters this id finishes.
     class Stream {
-    public:
+      public:
         explicit Stream(const TextCodec& codec);
         std::string feed(int32_t id);
         std::string finish();
 
-    private:
+      private:
         const TextCodec& codec_;
         std::unique_ptr<StreamDecoder> dec_;
         std::string pending_;
     };
 
-private:
+  private:
     std::shared_ptr<Tokenizer> tok_;
 };
 

@@ -1,5 +1,5 @@
-// CPU benchmark of the engine: prefill and decode tokens/s of a ~110M-parameter Olmo Hybrid built in
-// memory (random init, spec §7.1), and the share of time in each op (matrix products first).
+// CPU benchmark of the engine: prefill and decode tokens/s of a ~110M-parameter Olmo Hybrid built
+// in memory (random init, spec §7.1), and the share of time in each op (matrix products first).
 //   bench_cpu [--prompt 512] [--decode 32] [--threads N] [--config config.json]
 #include <omp.h>
 
@@ -34,7 +34,9 @@ struct WallObserver : ops::OpObserver {
     }
 };
 
-double elapsed(clock_type::time_point t0) { return std::chrono::duration<double>(clock_type::now() - t0).count(); }
+double elapsed(clock_type::time_point t0) {
+    return std::chrono::duration<double>(clock_type::now() - t0).count();
+}
 
 void report(const char* phase, const WallObserver& w, double total) {
     std::vector<std::pair<double, std::string>> rows;
@@ -52,24 +54,31 @@ int main(int argc, char** argv) {
     std::string config_path;
     for (int i = 1; i + 1 < argc; i += 2) {
         const std::string k = argv[i], v = argv[i + 1];
-        if (k == "--prompt") prompt = std::stoll(v);
-        else if (k == "--decode") decode = std::stoll(v);
-        else if (k == "--threads") omp_set_num_threads(std::stoi(v));
-        else if (k == "--config") config_path = v;
+        if (k == "--prompt")
+            prompt = std::stoll(v);
+        else if (k == "--decode")
+            decode = std::stoll(v);
+        else if (k == "--threads")
+            omp_set_num_threads(std::stoi(v));
+        else if (k == "--config")
+            config_path = v;
     }
     try {
-        const ModelConfig c = config_path.empty() ? ModelConfig::from_json(nlohmann::json::parse(kConfig), "bench")
-                                                  : ModelConfig::from_file(config_path);
+        const ModelConfig c = config_path.empty()
+                                  ? ModelConfig::from_json(nlohmann::json::parse(kConfig), "bench")
+                                  : ModelConfig::from_file(config_path);
         ModelWeights w(c, Device::cpu, DType::f32);
         w.init_random(1);
         Model model(c, std::move(w));
-        std::printf("model: %.1f M parameters (%s), %d threads\n", double(model.weights().num_params()) / 1e6,
+        std::printf("model: %.1f M parameters (%s), %d threads\n",
+                    double(model.weights().num_params()) / 1e6,
                     c.summary().substr(0, c.summary().find('\n')).c_str(), omp_get_max_threads());
         InferenceState st(model, 1, prompt + decode + 1);
         Arena arena;
         OwnedTensor ids(DType::i32, {1, prompt});
         Rng r(3, 1);
-        for (int64_t i = 0; i < prompt; ++i) ids->as<int32_t>()[i] = int32_t(r.uniform(uint64_t(i)) * 30000);
+        for (int64_t i = 0; i < prompt; ++i)
+            ids->as<int32_t>()[i] = int32_t(r.uniform(uint64_t(i)) * 30000);
         OwnedTensor logits(DType::f32, {1, c.vocab_size});
         ForwardOutputs out;
         out.logits = logits;
@@ -77,7 +86,8 @@ int main(int argc, char** argv) {
         // Warm-up (arena sizing, BLAS threads) on a short prompt.
         {
             InferenceState warm(model, 1, 64);
-            const Tensor first(ids->data, DType::i32, Device::cpu, {1, std::min<int64_t>(prompt, 32)});
+            const Tensor first(ids->data, DType::i32, Device::cpu,
+                               {1, std::min<int64_t>(prompt, 32)});
             forward(model, &warm, 0, first, out, arena);
         }
         WallObserver pw;
@@ -101,11 +111,13 @@ int main(int argc, char** argv) {
         auto gemm_share = [](WallObserver& w, double total) {
             return 100.0 * (w.seconds["matmul"] + w.seconds["matmul_segments"]) / total;
         };
-        std::printf("prefill %lld tokens: %.3f s = %.1f tok/s (matrix products %.0f%% of the time)\n",
-                    (long long)prompt, prefill_s, double(prompt) / prefill_s, gemm_share(pw, prefill_s));
+        std::printf(
+            "prefill %lld tokens: %.3f s = %.1f tok/s (matrix products %.0f%% of the time)\n",
+            (long long)prompt, prefill_s, double(prompt) / prefill_s, gemm_share(pw, prefill_s));
         report("prefill", pw, prefill_s);
-        std::printf("decode %lld tokens: %.3f s = %.1f tok/s (matrix products %.0f%% of the time)\n",
-                    (long long)decode, decode_s, double(decode) / decode_s, gemm_share(dw, decode_s));
+        std::printf(
+            "decode %lld tokens: %.3f s = %.1f tok/s (matrix products %.0f%% of the time)\n",
+            (long long)decode, decode_s, double(decode) / decode_s, gemm_share(dw, decode_s));
         report("decode", dw, decode_s);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "bench_cpu: %s\n", e.what());

@@ -1,6 +1,7 @@
 // GPU benchmarks of the engine, printing JSON lines (one per measurement) for scripts/gpu/bench:
 //   bench_cuda gdn  --B 1 --T 2048 --H 30 --Dk 96 --Dv 192     chunked GDN forward alone
-//   bench_cuda e2e  --model DIR [--prompts 2048,8192] [--batches 1,16,64] [--context 512] [--steps 64]
+//   bench_cuda e2e  --model DIR [--prompts 2048,8192] [--batches 1,16,64] [--context 512] [--steps
+//   64]
 // Timings use CUDA events around many repetitions (median), inputs are random, never zeros.
 #include <algorithm>
 #include <chrono>
@@ -42,10 +43,12 @@ std::vector<int64_t> list(const std::string& s) {
     return v;
 }
 
-OwnedTensor random_device(DType dt, std::initializer_list<int64_t> shape, uint64_t seed, float lo, float hi) {
+OwnedTensor random_device(DType dt, std::initializer_list<int64_t> shape, uint64_t seed, float lo,
+                          float hi) {
     OwnedTensor h(DType::f32, shape);
     Rng r(seed, 5);
-    for (int64_t i = 0; i < h->numel(); ++i) h.f32()[i] = lo + (hi - lo) * float(r.uniform(uint64_t(i)));
+    for (int64_t i = 0; i < h->numel(); ++i)
+        h.f32()[i] = lo + (hi - lo) * float(r.uniform(uint64_t(i)));
     OwnedTensor d(dt, shape, Device::cuda);
     copy_convert(d, h);
     return d;
@@ -77,21 +80,30 @@ double time_ms(Fn&& fn, int reps, int warmup = 2) {
 void bench_gdn(const std::map<std::string, std::string>& a) {
     const int64_t B = std::stoll(a.at("B")), T = std::stoll(a.at("T")), H = std::stoll(a.at("H")),
                   Dk = std::stoll(a.at("Dk")), Dv = std::stoll(a.at("Dv"));
-    OwnedTensor q = random_device(DType::bf16, {B, T, H, Dk}, 1, -1, 1), k = random_device(DType::bf16, {B, T, H, Dk}, 2, -1, 1);
+    OwnedTensor q = random_device(DType::bf16, {B, T, H, Dk}, 1, -1, 1),
+                k = random_device(DType::bf16, {B, T, H, Dk}, 2, -1, 1);
     OwnedTensor v = random_device(DType::bf16, {B, T, H, Dv}, 3, -1, 1);
-    OwnedTensor g = random_device(DType::f32, {B, T, H}, 4, -0.5f, -0.01f), beta = random_device(DType::f32, {B, T, H}, 5, 0.1f, 1.9f);
-    ops::l2norm(q.view().reshape({-1, Dk}), q.view().reshape({-1, Dk}), 1e-6f, 1.0f / std::sqrt(float(Dk)));
+    OwnedTensor g = random_device(DType::f32, {B, T, H}, 4, -0.5f, -0.01f),
+                beta = random_device(DType::f32, {B, T, H}, 5, 0.1f, 1.9f);
+    ops::l2norm(q.view().reshape({-1, Dk}), q.view().reshape({-1, Dk}), 1e-6f,
+                1.0f / std::sqrt(float(Dk)));
     ops::l2norm(k.view().reshape({-1, Dk}), k.view().reshape({-1, Dk}), 1e-6f, 1.0f);
-    OwnedTensor o(DType::bf16, {B, T, H, Dv}, Device::cuda), s(DType::f32, {B, H, Dk, Dv}, Device::cuda);
-    const double ms = time_ms([&] {
-        ops::fill(s, 0.0f);
-        ops::gdn_chunked(o, s, q, k, v, g, beta);
-    }, 20, 3);
+    OwnedTensor o(DType::bf16, {B, T, H, Dv}, Device::cuda),
+        s(DType::f32, {B, H, Dk, Dv}, Device::cuda);
+    const double ms = time_ms(
+        [&] {
+            ops::fill(s, 0.0f);
+            ops::gdn_chunked(o, s, q, k, v, g, beta);
+        },
+        20, 3);
     // FLOPs of the chunked algorithm as counted in performance-anchors §2.4 (full C-terms).
     const double C = 64, flops = double(B) * T * H * (6.0 * Dk * Dv + 6.0 * C * Dk + 4.0 * C * Dv);
-    std::printf("{\"bench\": \"gdn_chunked\", \"B\": %lld, \"T\": %lld, \"H\": %lld, \"Dk\": %lld, \"Dv\": %lld, "
-                "\"ms\": %.4f, \"tflops\": %.2f}\n",
-                (long long)B, (long long)T, (long long)H, (long long)Dk, (long long)Dv, ms, flops / ms / 1e9);
+    std::printf(
+        "{\"bench\": \"gdn_chunked\", \"B\": %lld, \"T\": %lld, \"H\": %lld, \"Dk\": %lld, \"Dv\": "
+        "%lld, "
+        "\"ms\": %.4f, \"tflops\": %.2f}\n",
+        (long long)B, (long long)T, (long long)H, (long long)Dk, (long long)Dv, ms,
+        flops / ms / 1e9);
 }
 
 void bench_e2e(const std::map<std::string, std::string>& a) {
@@ -104,18 +116,22 @@ void bench_e2e(const std::map<std::string, std::string>& a) {
     cuda::reset_peak_allocated();
     Model model = Model::load(dir, Device::cuda, DType::bf16);
     cuda::synchronize();
-    const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double load_s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const ModelConfig& c = model.config();
     const double weight_bytes = double(model.weights().num_params()) * 2;
     const double embed_bytes = double(c.vocab_size * c.hidden_size) * 2;
-    std::printf("{\"bench\": \"load\", \"seconds\": %.2f, \"weights_gb\": %.3f, \"device_mb\": %.0f}\n", load_s,
-                weight_bytes / 1e9, double(cuda::allocated_bytes()) / 1e6);
+    std::printf(
+        "{\"bench\": \"load\", \"seconds\": %.2f, \"weights_gb\": %.3f, \"device_mb\": %.0f}\n",
+        load_s, weight_bytes / 1e9, double(cuda::allocated_bytes()) / 1e6);
     std::fflush(stdout);
     const int64_t V = c.vocab_size;
     auto random_ids = [&](int64_t n, uint64_t seed) {
         OwnedTensor ids(DType::i32, {1, n});
         Rng r(seed, 9);
-        for (int64_t i = 0; i < n; ++i) ids->as<int32_t>()[i] = int32_t(r.uniform(uint64_t(i)) * double(std::min<int64_t>(V, 100000)));
+        for (int64_t i = 0; i < n; ++i)
+            ids->as<int32_t>()[i] =
+                int32_t(r.uniform(uint64_t(i)) * double(std::min<int64_t>(V, 100000)));
         return ids;
     };
     // Prefill: one prompt into a fresh state, logits of the last position.
@@ -127,15 +143,19 @@ void bench_e2e(const std::map<std::string, std::string>& a) {
         ForwardOutputs out;
         out.logits = logits;
         out.last_only = true;
-        const double ms = time_ms([&] {
-            st.reset();
-            forward(model, &st, 0, ids, out, arena);
-        }, 5, 1);
-        std::printf("{\"bench\": \"prefill\", \"tokens\": %lld, \"ms\": %.3f, \"tok_per_s\": %.1f}\n", (long long)L, ms,
-                    double(L) / ms * 1e3);
+        const double ms = time_ms(
+            [&] {
+                st.reset();
+                forward(model, &st, 0, ids, out, arena);
+            },
+            5, 1);
+        std::printf(
+            "{\"bench\": \"prefill\", \"tokens\": %lld, \"ms\": %.3f, \"tok_per_s\": %.1f}\n",
+            (long long)L, ms, double(L) / ms * 1e3);
         std::fflush(stdout);
     }
-    // Decode: B sequences with `context` tokens of history each, greedy steps through the CUDA graph.
+    // Decode: B sequences with `context` tokens of history each, greedy steps through the CUDA
+    // graph.
     for (int64_t B : batches) {
         InferenceState st(model, B, context + steps + 8);
         Arena arena(Device::cuda);
@@ -156,11 +176,14 @@ void bench_e2e(const std::map<std::string, std::string>& a) {
             dg.step(next);
             next = dg.greedy();
         }
-        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - s0).count();
-        std::printf("{\"bench\": \"decode\", \"batch\": %lld, \"context\": %lld, \"steps\": %lld, \"ms_per_step\": %.3f, "
-                    "\"tok_per_s\": %.1f, \"graph\": %s}\n",
-                    (long long)B, (long long)context, (long long)steps, s / double(steps) * 1e3, double(B * steps) / s,
-                    dg.captured() ? "true" : "false");
+        const double s =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - s0).count();
+        std::printf(
+            "{\"bench\": \"decode\", \"batch\": %lld, \"context\": %lld, \"steps\": %lld, "
+            "\"ms_per_step\": %.3f, "
+            "\"tok_per_s\": %.1f, \"graph\": %s}\n",
+            (long long)B, (long long)context, (long long)steps, s / double(steps) * 1e3,
+            double(B * steps) / s, dg.captured() ? "true" : "false");
         std::fflush(stdout);
         if (B == 1) {
             // Per-op time of one eager decode step.
@@ -172,8 +195,9 @@ void bench_e2e(const std::map<std::string, std::string>& a) {
             ops::set_observer(nullptr);
             double total = 0;
             for (auto& [op, e] : prof.collect()) {
-                std::printf("{\"bench\": \"decode_op\", \"op\": \"%s\", \"calls\": %d, \"ms\": %.4f}\n", op.c_str(),
-                            e.calls, e.ms);
+                std::printf(
+                    "{\"bench\": \"decode_op\", \"op\": \"%s\", \"calls\": %d, \"ms\": %.4f}\n",
+                    op.c_str(), e.calls, e.ms);
                 total += e.ms;
             }
             std::printf("{\"bench\": \"decode_op_total\", \"ms\": %.4f}\n", total);

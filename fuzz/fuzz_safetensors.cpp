@@ -1,5 +1,6 @@
-// libFuzzer target: the safetensors header parser on arbitrary bytes. Any input must give a reader whose
-// every entry lies inside the buffer, or an olmo::Error; never a crash or an out-of-bounds read.
+// libFuzzer target: the safetensors header parser on arbitrary bytes. Any input must give a reader
+// whose every entry lies inside the buffer, or an olmo::Error; never a crash or an out-of-bounds
+// read.
 #include <cstddef>
 #include <cstdint>
 #include <cstring>

@@ -16,7 +16,9 @@ std::string shared_dir() {
     return (fs::path(OLMO_SOURCE_DIR) / ".." / "shared").lexically_normal().string();
 }
 
-std::string test_data_dir() { return (fs::path(OLMO_SOURCE_DIR) / "tests" / "data").string(); }
+std::string test_data_dir() {
+    return (fs::path(OLMO_SOURCE_DIR) / "tests" / "data").string();
+}
 
 namespace {
 struct TempRoot {
@@ -44,11 +46,13 @@ std::string temp_dir() {
     return p.string();
 }
 
-OwnedTensor random_uniform(std::initializer_list<int64_t> shape, uint64_t seed, float lo, float hi) {
+OwnedTensor random_uniform(std::initializer_list<int64_t> shape, uint64_t seed, float lo,
+                           float hi) {
     OwnedTensor t(DType::f32, shape);
     Rng rng(seed, 0x7e57);
     float* p = t.f32();
-    for (int64_t i = 0; i < t->numel(); ++i) p[i] = lo + (hi - lo) * float(rng.uniform(uint64_t(i)));
+    for (int64_t i = 0; i < t->numel(); ++i)
+        p[i] = lo + (hi - lo) * float(rng.uniform(uint64_t(i)));
     return t;
 }
 
@@ -85,8 +89,8 @@ double rel_max_error(const Tensor& a, const Tensor& b) {
                << "shape " << actual.shape_str() << " != expected " << expected.shape_str();
     const double e = rel_max_error(actual, expected);
     if (e <= tol) return ::testing::AssertionSuccess() << "rel error " << e;
-    return ::testing::AssertionFailure() << "rel max error " << e << " > " << tol << " (max |ref| "
-                                         << max_abs(expected) << ")";
+    return ::testing::AssertionFailure()
+           << "rel max error " << e << " > " << tol << " (max |ref| " << max_abs(expected) << ")";
 }
 
 }  // namespace olmo::testing

@@ -11,7 +11,8 @@
 
 namespace olmo::testing {
 
-// The project's reference folder (../shared from the project root), overridable with OLMO_SHARED_DIR.
+// The project's reference folder (../shared from the project root), overridable with
+// OLMO_SHARED_DIR.
 std::string shared_dir();
 // Test data committed with the project (tests/data).
 std::string test_data_dir();

@@ -4,7 +4,9 @@ namespace olmo {
 
 namespace {
 constexpr size_t kAlign = 256;  // keeps every tensor aligned for vector and tensor-core loads
-size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+size_t align_up(size_t n) {
+    return (n + kAlign - 1) / kAlign * kAlign;
+}
 }  // namespace
 
 Tensor Arena::alloc(DType dtype, std::initializer_list<int64_t> shape) {

@@ -1,9 +1,9 @@
 // Arena: bump allocation of activation and workspace tensors on one device.
 //
-// A forward pass allocates everything it needs from an arena, and rewinds it when done (or per layer,
-// when intermediates need not be kept). The first passes discover how much memory a (batch, length)
-// needs; blocks that overflowed are merged into one block at the next full reset, so that steady-state
-// steps and decode loops allocate nothing.
+// A forward pass allocates everything it needs from an arena, and rewinds it when done (or per
+// layer, when intermediates need not be kept). The first passes discover how much memory a (batch,
+// length) needs; blocks that overflowed are merged into one block at the next full reset, so that
+// steady-state steps and decode loops allocate nothing.
 #pragma once
 
 #include <memory>
@@ -14,7 +14,7 @@
 namespace olmo {
 
 class Arena {
-public:
+  public:
     explicit Arena(Device device = Device::cpu) : device_(device) {}
 
     Tensor alloc(DType dtype, std::initializer_list<int64_t> shape);
@@ -32,7 +32,7 @@ public:
     size_t capacity() const;
     size_t high_water() const { return high_water_; }
 
-private:
+  private:
     struct Block {
         std::shared_ptr<void> data;
         size_t size = 0;

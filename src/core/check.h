@@ -1,9 +1,10 @@
 // Errors and invariant checks.
 //
-// olmo::Error is the one exception type of the project. It is thrown at input boundaries (files, config,
-// tokenizer data, command line, HTTP) with a message of the form "[component] what: expected X, got Y",
-// and by OLMO_CHECK when an internal invariant fails (then the message carries file:line). Commands catch
-// it at the top and print one line, so bad input never crashes the process.
+// olmo::Error is the one exception type of the project. It is thrown at input boundaries (files,
+// config, tokenizer data, command line, HTTP) with a message of the form "[component] what:
+// expected X, got Y", and by OLMO_CHECK when an internal invariant fails (then the message carries
+// file:line). Commands catch it at the top and print one line, so bad input never crashes the
+// process.
 #pragma once
 
 #include <sstream>
@@ -14,7 +15,7 @@
 namespace olmo {
 
 class Error : public std::runtime_error {
-public:
+  public:
     explicit Error(const std::string& what) : std::runtime_error(what) {}
 };
 
@@ -33,7 +34,8 @@ template <class... Args>
 }
 
 namespace detail {
-[[noreturn]] void check_failed(const char* file, int line, const char* cond, const std::string& msg);
+[[noreturn]] void check_failed(const char* file, int line, const char* cond,
+                               const std::string& msg);
 }  // namespace detail
 
 }  // namespace olmo

@@ -12,31 +12,47 @@ enum class Device : uint8_t { cpu, cuda };
 
 constexpr size_t dtype_size(DType t) {
     switch (t) {
-        case DType::f32: return 4;
-        case DType::f16: return 2;
-        case DType::bf16: return 2;
-        case DType::f64: return 8;
-        case DType::i64: return 8;
-        case DType::i32: return 4;
-        case DType::u8: return 1;
+        case DType::f32:
+            return 4;
+        case DType::f16:
+            return 2;
+        case DType::bf16:
+            return 2;
+        case DType::f64:
+            return 8;
+        case DType::i64:
+            return 8;
+        case DType::i32:
+            return 4;
+        case DType::u8:
+            return 1;
     }
     return 0;
 }
 
 constexpr std::string_view dtype_name(DType t) {
     switch (t) {
-        case DType::f32: return "f32";
-        case DType::f16: return "f16";
-        case DType::bf16: return "bf16";
-        case DType::f64: return "f64";
-        case DType::i64: return "i64";
-        case DType::i32: return "i32";
-        case DType::u8: return "u8";
+        case DType::f32:
+            return "f32";
+        case DType::f16:
+            return "f16";
+        case DType::bf16:
+            return "bf16";
+        case DType::f64:
+            return "f64";
+        case DType::i64:
+            return "i64";
+        case DType::i32:
+            return "i32";
+        case DType::u8:
+            return "u8";
     }
     return "?";
 }
 
-constexpr std::string_view device_name(Device d) { return d == Device::cpu ? "cpu" : "cuda"; }
+constexpr std::string_view device_name(Device d) {
+    return d == Device::cpu ? "cpu" : "cuda";
+}
 
 // bf16 is the upper half of an IEEE f32; conversion rounds to nearest even, NaN stays NaN.
 inline float bf16_to_f32(uint16_t h) {

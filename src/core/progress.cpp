@@ -26,8 +26,13 @@ std::string human_count(double n) {
 }
 
 Progress::Progress(std::string label, double total, std::string unit, bool enabled)
-    : label_(std::move(label)), unit_(std::move(unit)), total_(total), enabled_(enabled),
-      tty_(::isatty(2)), start_(std::chrono::steady_clock::now()), last_draw_(start_) {}
+    : label_(std::move(label)),
+      unit_(std::move(unit)),
+      total_(total),
+      enabled_(enabled),
+      tty_(::isatty(2)),
+      start_(std::chrono::steady_clock::now()),
+      last_draw_(start_) {}
 
 Progress::~Progress() {
     if (!finished_) finish();
@@ -51,7 +56,8 @@ void Progress::finish() {
 
 void Progress::draw(bool final) {
     if (!enabled_) return;
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
     const bool bytes = unit_ == "B";
     auto amount = [&](double x) { return bytes ? human_bytes(x) : human_count(x) + " " + unit_; };
     std::string line = label_;
@@ -64,7 +70,9 @@ void Progress::draw(bool final) {
         line += " " + amount(done_);
     }
     if (secs > 0 && done_ > 0) {
-        line += "  " + (bytes ? human_bytes(done_ / secs) : human_count(done_ / secs) + " " + unit_) + "/s";
+        line += "  " +
+                (bytes ? human_bytes(done_ / secs) : human_count(done_ / secs) + " " + unit_) +
+                "/s";
         if (total_ > 0 && !final && done_ < total_) {
             char eta[32];
             std::snprintf(eta, sizeof eta, "  eta %.0fs", (total_ - done_) * secs / done_);

@@ -9,7 +9,7 @@
 namespace olmo {
 
 class Progress {
-public:
+  public:
     // unit: "tok", "B" (bytes, shown in KB/MB/GB), "step", ...; total 0 = unknown.
     Progress(std::string label, double total, std::string unit, bool enabled = true);
     ~Progress();
@@ -18,7 +18,7 @@ public:
     void set_suffix(std::string s) { suffix_ = std::move(s); }
     void finish();
 
-private:
+  private:
     void draw(bool final);
     std::string label_, unit_, suffix_;
     double total_, done_ = 0;

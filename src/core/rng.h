@@ -1,5 +1,6 @@
-// Counter-based random numbers (Philox-4x32-10): the value at (seed, stream, index) is a pure function,
-// so initialisation and sampling give the same numbers on any device and any thread count.
+// Counter-based random numbers (Philox-4x32-10): the value at (seed, stream, index) is a pure
+// function, so initialisation and sampling give the same numbers on any device and any thread
+// count.
 #pragma once
 
 #include <cmath>
@@ -37,7 +38,9 @@ OLMO_HD inline Philox4 philox4x32(uint64_t counter_lo, uint64_t counter_hi, uint
 }
 
 // Uniform in (0, 1), never exactly 0 or 1 (24 random bits, offset by half a step).
-OLMO_HD inline float uint_to_unit(uint32_t x) { return (float(x >> 8) + 0.5f) * (1.0f / 16777216.0f); }
+OLMO_HD inline float uint_to_unit(uint32_t x) {
+    return (float(x >> 8) + 0.5f) * (1.0f / 16777216.0f);
+}
 
 // Uniform double in (0, 1) from two words (53 bits).
 OLMO_HD inline double uints_to_unit_double(uint32_t a, uint32_t b) {
@@ -47,7 +50,7 @@ OLMO_HD inline double uints_to_unit_double(uint32_t a, uint32_t b) {
 
 // A stream of numbers for one purpose: (seed, stream) select it, index walks through it.
 class Rng {
-public:
+  public:
     OLMO_HD Rng(uint64_t seed, uint64_t stream = 0) : seed_(seed), stream_(stream) {}
 
     OLMO_HD double uniform(uint64_t index) const {
@@ -61,7 +64,8 @@ public:
         const double u2 = uints_to_unit_double(r.v[2], r.v[3]);
         return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
     }
-    // Normal(0, std) truncated to [-3 std, 3 std] by resampling (index selects an independent draw).
+    // Normal(0, std) truncated to [-3 std, 3 std] by resampling (index selects an independent
+    // draw).
     OLMO_HD double trunc_normal(uint64_t index, double std) const {
         for (uint64_t attempt = 0;; ++attempt) {
             const Philox4 r = philox4x32(index, stream_ ^ (attempt << 40), seed_);
@@ -72,7 +76,7 @@ public:
         }
     }
 
-private:
+  private:
     uint64_t seed_, stream_;
 };
 

@@ -156,7 +156,8 @@ void copy_tensor(const Tensor& dst, const Tensor& src) {
 }
 
 void copy_convert(const Tensor& dst, const Tensor& src) {
-    OLMO_CHECK(dst.numel() == src.numel(), "copy_convert ", src.shape_str(), " -> ", dst.shape_str());
+    OLMO_CHECK(dst.numel() == src.numel(), "copy_convert ", src.shape_str(), " -> ",
+               dst.shape_str());
     if (dst.dtype == src.dtype) {
         copy_tensor(dst, src.reshape(std::span<const int64_t>(dst.shape.data(), dst.ndim)));
         return;
@@ -166,7 +167,9 @@ void copy_convert(const Tensor& dst, const Tensor& src) {
     OwnedTensor staged(dst.dtype, dst.dims());
     const float* in = f.f32();
     switch (dst.dtype) {
-        case DType::f32: std::memcpy(staged->data, in, n * 4); break;
+        case DType::f32:
+            std::memcpy(staged->data, in, n * 4);
+            break;
         case DType::f64:
             for (int64_t i = 0; i < n; ++i) staged->as<double>()[i] = in[i];
             break;
@@ -176,7 +179,8 @@ void copy_convert(const Tensor& dst, const Tensor& src) {
         case DType::f16:
             for (int64_t i = 0; i < n; ++i) staged->as<uint16_t>()[i] = f32_to_f16(in[i]);
             break;
-        default: fail("[tensor] copy_convert: not a float dtype: ", dtype_name(dst.dtype));
+        default:
+            fail("[tensor] copy_convert: not a float dtype: ", dtype_name(dst.dtype));
     }
     copy_tensor(dst, staged);
 }
@@ -193,7 +197,9 @@ OwnedTensor to_host_f32(const Tensor& src) {
     float* o = out.f32();
     const int64_t n = src.numel();
     switch (s->dtype) {
-        case DType::f32: std::memcpy(o, s->data, n * 4); break;
+        case DType::f32:
+            std::memcpy(o, s->data, n * 4);
+            break;
         case DType::f64:
             for (int64_t i = 0; i < n; ++i) o[i] = float(s->as<double>()[i]);
             break;
@@ -203,7 +209,8 @@ OwnedTensor to_host_f32(const Tensor& src) {
         case DType::f16:
             for (int64_t i = 0; i < n; ++i) o[i] = f16_to_f32(s->as<uint16_t>()[i]);
             break;
-        default: fail("[tensor] to_host_f32: not a float tensor (", dtype_name(s->dtype), ")");
+        default:
+            fail("[tensor] to_host_f32: not a float tensor (", dtype_name(s->dtype), ")");
     }
     return out;
 }

@@ -60,7 +60,7 @@ struct Tensor {
 
 // Owns the storage of one tensor. Move-only; converts to its view.
 class OwnedTensor {
-public:
+  public:
     OwnedTensor() = default;
     OwnedTensor(DType dtype, std::initializer_list<int64_t> dims, Device device = Device::cpu);
     OwnedTensor(DType dtype, std::span<const int64_t> dims, Device device = Device::cpu);
@@ -76,7 +76,7 @@ public:
     // Fills a host tensor with a constant (any float dtype).
     void fill(float value);
 
-private:
+  private:
     std::shared_ptr<void> storage_;
     Tensor view_;
 };
@@ -87,8 +87,8 @@ std::shared_ptr<void> allocate_bytes(Device device, size_t bytes);
 // Copies between tensors of the same shape and dtype, on any pair of devices.
 void copy_tensor(const Tensor& dst, const Tensor& src);
 
-// Copies src into dst converting between float dtypes (f32, f64, bf16, f16) through the host when the
-// dtypes differ. Shapes must have the same number of elements.
+// Copies src into dst converting between float dtypes (f32, f64, bf16, f16) through the host when
+// the dtypes differ. Shapes must have the same number of elements.
 void copy_convert(const Tensor& dst, const Tensor& src);
 
 // Host f32 copy of any float tensor (converting bf16/f16/f64), on the CPU.

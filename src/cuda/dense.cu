@@ -1,7 +1,7 @@
-// Matrix products on cuBLASLt: out[N, O] = x[N, I] · w[O, I]ᵀ and its two backward products, for f32 and
-// bf16 storage with f32 accumulation (and f32 weight gradients from bf16 activations). Row-major tensors
-// are handed to cuBLAS (column-major) as their transposes. Algorithms are chosen once per shape by the
-// cuBLASLt heuristic and cached.
+// Matrix products on cuBLASLt: out[N, O] = x[N, I] · w[O, I]ᵀ and its two backward products, for
+// f32 and bf16 storage with f32 accumulation (and f32 weight gradients from bf16 activations).
+// Row-major tensors are handed to cuBLAS (column-major) as their transposes. Algorithms are chosen
+// once per shape by the cuBLASLt heuristic and cached.
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -17,9 +17,12 @@ namespace {
 
 cudaDataType_t cuda_type(DType t) {
     switch (t) {
-        case DType::f32: return CUDA_R_32F;
-        case DType::bf16: return CUDA_R_16BF;
-        default: fail("[matmul] CUDA matmul supports f32 and bf16, got ", dtype_name(t));
+        case DType::f32:
+            return CUDA_R_32F;
+        case DType::bf16:
+            return CUDA_R_16BF;
+        default:
+            fail("[matmul] CUDA matmul supports f32 and bf16, got ", dtype_name(t));
     }
 }
 
@@ -30,7 +33,9 @@ struct GemmKey {
     cudaDataType_t a, b, d;
     bool accumulate;
     uint32_t align_a = 256, align_b = 256, align_d = 256;  // pointer alignments, bytes (≤ 256)
-    auto tie() const { return std::tie(ta, tb, m, n, k, lda, ldb, a, b, d, accumulate, align_a, align_b, align_d); }
+    auto tie() const {
+        return std::tie(ta, tb, m, n, k, lda, ldb, a, b, d, accumulate, align_a, align_b, align_d);
+    }
     bool operator<(const GemmKey& o) const { return tie() < o.tie(); }
 };
 
@@ -52,30 +57,36 @@ GemmPlan& plan_for(const GemmKey& key) {
     // Plain f32 (no TF32) when the operands are f32, so that f32 results match the CPU reference.
     CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     (void)all_f32;
-    const cublasOperation_t ta = key.ta ? CUBLAS_OP_T : CUBLAS_OP_N, tb = key.tb ? CUBLAS_OP_T : CUBLAS_OP_N;
-    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
-    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    const cublasOperation_t ta = key.ta ? CUBLAS_OP_T : CUBLAS_OP_N,
+                            tb = key.tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+    CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
     // Stored shapes: A is [m, k] or (transposed) [k, m]; B is [k, n] or [n, k]; all column-major.
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.la, key.a, key.ta ? key.k : key.m, key.ta ? key.m : key.k, key.lda));
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.lb, key.b, key.tb ? key.n : key.k, key.tb ? key.k : key.n, key.ldb));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.la, key.a, key.ta ? key.k : key.m,
+                                            key.ta ? key.m : key.k, key.lda));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.lb, key.b, key.tb ? key.n : key.k,
+                                            key.tb ? key.k : key.n, key.ldb));
     CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.ld, key.d, key.m, key.n, key.m));
     cublasLtMatmulPreference_t pref;
     CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
     const size_t ws = lt_workspace_bytes();
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
     // The heuristic assumes 256-byte aligned operands unless told otherwise.
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &key.align_a,
-                                                      sizeof key.align_a));
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &key.align_b,
-                                                      sizeof key.align_b));
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &key.align_d,
-                                                      sizeof key.align_d));
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &key.align_d,
-                                                      sizeof key.align_d));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &key.align_a, sizeof key.align_a));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &key.align_b, sizeof key.align_b));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &key.align_d, sizeof key.align_d));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &key.align_d, sizeof key.align_d));
     cublasLtMatmulHeuristicResult_t result{};
     int found = 0;
-    const cublasStatus_t st =
-        cublasLtMatmulAlgoGetHeuristic(lt_handle(), p.desc, p.la, p.lb, p.ld, p.ld, pref, 1, &result, &found);
+    const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt_handle(), p.desc, p.la, p.lb, p.ld,
+                                                             p.ld, pref, 1, &result, &found);
     cublasLtMatmulPreferenceDestroy(pref);
     if (st != CUBLAS_STATUS_SUCCESS || found == 0)
         p.use_lt = false;  // odd shapes or alignments: the classic API handles every case
@@ -87,21 +98,25 @@ GemmPlan& plan_for(const GemmKey& key) {
 void gemm(const GemmKey& key, const void* A, const void* B, void* D) {
     if (key.m == 0 || key.n == 0) return;
     if (key.k == 0) {
-        if (!key.accumulate) CUDA_CHECK(cudaMemsetAsync(D, 0, size_t(key.m * key.n) * (key.d == CUDA_R_32F ? 4 : 2),
-                                                        current_stream()));
+        if (!key.accumulate)
+            CUDA_CHECK(cudaMemsetAsync(D, 0, size_t(key.m * key.n) * (key.d == CUDA_R_32F ? 4 : 2),
+                                       current_stream()));
         return;
     }
     GemmPlan& p = plan_for(key);
     const float alpha = 1.0f, beta = key.accumulate ? 1.0f : 0.0f;
     if (!p.use_lt) {
-        CUBLAS_CHECK(cublasGemmEx(blas_handle(), key.ta ? CUBLAS_OP_T : CUBLAS_OP_N, key.tb ? CUBLAS_OP_T : CUBLAS_OP_N,
-                                  int(key.m), int(key.n), int(key.k), &alpha, A, key.a, int(key.lda), B, key.b,
-                                  int(key.ldb), &beta, D, key.d, int(key.m), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        CUBLAS_CHECK(cublasGemmEx(
+            blas_handle(), key.ta ? CUBLAS_OP_T : CUBLAS_OP_N, key.tb ? CUBLAS_OP_T : CUBLAS_OP_N,
+            int(key.m), int(key.n), int(key.k), &alpha, A, key.a, int(key.lda), B, key.b,
+            int(key.ldb), &beta, D, key.d, int(key.m), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
         return;
     }
-    const cublasStatus_t st = cublasLtMatmul(lt_handle(), p.desc, &alpha, A, p.la, B, p.lb, &beta, D, p.ld, D, p.ld,
-                                             &p.algo, lt_workspace(), lt_workspace_bytes(), current_stream());
-    if (st == CUBLAS_STATUS_NOT_SUPPORTED) {  // the heuristic's choice refused at run time: classic API
+    const cublasStatus_t st =
+        cublasLtMatmul(lt_handle(), p.desc, &alpha, A, p.la, B, p.lb, &beta, D, p.ld, D, p.ld,
+                       &p.algo, lt_workspace(), lt_workspace_bytes(), current_stream());
+    if (st ==
+        CUBLAS_STATUS_NOT_SUPPORTED) {  // the heuristic's choice refused at run time: classic API
         p.use_lt = false;
         gemm(key, A, B, D);
         return;
@@ -127,19 +142,21 @@ GemmKey with_alignment(GemmKey key, const void* A, const void* B, const void* D)
 
 namespace {
 
-// Decode-sized products (N ≤ 16 rows of bf16 activations against bf16 weights) take the streaming kernel
-// when the layout allows 16-byte loads; everything else goes to cuBLAS.
+// Decode-sized products (N ≤ 16 rows of bf16 activations against bf16 weights) take the streaming
+// kernel when the layout allows 16-byte loads; everything else goes to cuBLAS.
 constexpr int64_t kGemvMaxTokens = 8;  // measured: at 16 tokens cuBLAS is faster
 
 bool gemv_fits(const Tensor& x, const Tensor& w, DType out_dtype) {
     const int64_t I = x.size(-1), N = x.numel() / I;
-    return x.dtype == DType::bf16 && w.dtype == DType::bf16 && (out_dtype == DType::bf16 || out_dtype == DType::f32) &&
-           N >= 1 && N <= kGemvMaxTokens && I % 8 == 0 && reinterpret_cast<uintptr_t>(x.data) % 16 == 0 &&
+    return x.dtype == DType::bf16 && w.dtype == DType::bf16 &&
+           (out_dtype == DType::bf16 || out_dtype == DType::f32) && N >= 1 && N <= kGemvMaxTokens &&
+           I % 8 == 0 && reinterpret_cast<uintptr_t>(x.data) % 16 == 0 &&
            reinterpret_cast<uintptr_t>(w.data) % 16 == 0;
 }
 
 template <int NT, int ROWS, class TO>
-void launch_gemv(const kernels::GemvSegments& seg, const Tensor& x, const Tensor& w, bool accumulate) {
+void launch_gemv(const kernels::GemvSegments& seg, const Tensor& x, const Tensor& w,
+                 bool accumulate) {
     const int64_t I = x.size(-1), N = x.numel() / I, O = w.size(0);
     const int64_t rows_per_block = int64_t(kernels::kGemvWarps) * ROWS;
     kernels::gemv_kernel<NT, ROWS, TO><<<unsigned((O + rows_per_block - 1) / rows_per_block),
@@ -177,7 +194,8 @@ void gemv(const kernels::GemvSegments& seg, const Tensor& x, const Tensor& w, bo
     }
 }
 
-void gemv_any(const kernels::GemvSegments& seg, DType out_dtype, const Tensor& x, const Tensor& w, bool accumulate) {
+void gemv_any(const kernels::GemvSegments& seg, DType out_dtype, const Tensor& x, const Tensor& w,
+              bool accumulate) {
     if (out_dtype == DType::f32)
         gemv<float>(seg, x, w, accumulate);
     else
@@ -205,7 +223,8 @@ void matmul_segments(std::span<const Tensor> outs, const Tensor& x, const Tensor
     }
 }
 
-// out[N, O] = x[N, I] · wᵀ: column-major outᵀ[O, N] = w[O, I]·xᵀ = op_T(w as col-major [I, O]) · (x as [I, N]).
+// out[N, O] = x[N, I] · wᵀ: column-major outᵀ[O, N] = w[O, I]·xᵀ = op_T(w as col-major [I, O]) · (x
+// as [I, N]).
 void matmul(const Tensor& out, const Tensor& x, const Tensor& w, bool accumulate) {
     if (gemv_fits(x, w, out.dtype)) {
         kernels::GemvSegments seg;
@@ -216,14 +235,16 @@ void matmul(const Tensor& out, const Tensor& x, const Tensor& w, bool accumulate
         return;
     }
     const int64_t N = x.numel() / x.size(-1), I = x.size(-1), O = w.size(0);
-    gemm(with_alignment({true, false, O, N, I, I, I, cuda_type(w.dtype), cuda_type(x.dtype), cuda_type(out.dtype),
-                         accumulate},
+    gemm(with_alignment({true, false, O, N, I, I, I, cuda_type(w.dtype), cuda_type(x.dtype),
+                         cuda_type(out.dtype), accumulate},
                         w.data, x.data, out.data),
          w.data, x.data, out.data);
 }
 
-// d_x[N, I] = d_out[N, O] · w[O, I]: column-major d_xᵀ[I, N] = (w as col-major [I, O]) · (d_out as [O, N]).
-void matmul_backward_input(const Tensor& d_x, const Tensor& d_out, const Tensor& w, bool accumulate) {
+// d_x[N, I] = d_out[N, O] · w[O, I]: column-major d_xᵀ[I, N] = (w as col-major [I, O]) · (d_out as
+// [O, N]).
+void matmul_backward_input(const Tensor& d_x, const Tensor& d_out, const Tensor& w,
+                           bool accumulate) {
     const int64_t N = d_out.numel() / d_out.size(-1), O = d_out.size(-1), I = w.size(1);
     gemm(with_alignment({false, false, I, N, O, I, O, cuda_type(w.dtype), cuda_type(d_out.dtype),
                          cuda_type(d_x.dtype), accumulate},
@@ -231,7 +252,8 @@ void matmul_backward_input(const Tensor& d_x, const Tensor& d_out, const Tensor&
          w.data, d_out.data, d_x.data);
 }
 
-// d_w[O, I] += d_out[N, O]ᵀ · x[N, I]: column-major d_wᵀ[I, O] = (x as [I, N]) · op_T(d_out as [O, N]).
+// d_w[O, I] += d_out[N, O]ᵀ · x[N, I]: column-major d_wᵀ[I, O] = (x as [I, N]) · op_T(d_out as [O,
+// N]).
 void matmul_backward_weight(const Tensor& d_w, const Tensor& d_out, const Tensor& x) {
     const int64_t N = x.numel() / x.size(-1), I = x.size(-1), O = d_out.size(-1);
     gemm(with_alignment({false, true, I, O, N, I, O, cuda_type(x.dtype), cuda_type(d_out.dtype),

@@ -1,5 +1,6 @@
-// Launchers of the gated delta rule: the recurrent kernel (decode, short prefills, and every f32 call) and
-// the chunked tensor-core kernels (bf16 prefill). Backward passes run on the CPU backend only for now.
+// Launchers of the gated delta rule: the recurrent kernel (decode, short prefills, and every f32
+// call) and the chunked tensor-core kernels (bf16 prefill). Backward passes run on the CPU backend
+// only for now.
 #include "cuda/dispatch.h"
 #include "cuda/kernels/gdn_chunked.cuh"
 #include "cuda/kernels/gdn_recurrent.cuh"
@@ -11,21 +12,22 @@ namespace olmo::cuda {
 namespace {
 
 template <class T, int KMAX>
-void launch_recurrent(const Tensor& o, const Tensor& state, const Tensor& q, const Tensor& k, const Tensor& v,
-                      const Tensor& g, const Tensor& beta) {
+void launch_recurrent(const Tensor& o, const Tensor& state, const Tensor& q, const Tensor& k,
+                      const Tensor& v, const Tensor& g, const Tensor& beta) {
     const int B = int(q.size(0)), T_len = int(q.size(1)), H = int(q.size(2)), Dk = int(q.size(3)),
               Dv = int(v.size(3));
     const int threads = Dv >= 64 ? 64 : 32;
     const dim3 grid(unsigned(B * H), unsigned((Dv + threads - 1) / threads));
-    kernels::gdn_recurrent_kernel<T, KMAX><<<grid, threads, 2 * Dk * sizeof(float), current_stream()>>>(
-        ptr<T>(o), ptr<float>(state), ptr<T>(q), ptr<T>(k), ptr<T>(v), ptr<float>(g), ptr<float>(beta), T_len, H,
-        Dk, Dv);
+    kernels::gdn_recurrent_kernel<T, KMAX>
+        <<<grid, threads, 2 * Dk * sizeof(float), current_stream()>>>(
+            ptr<T>(o), ptr<float>(state), ptr<T>(q), ptr<T>(k), ptr<T>(v), ptr<float>(g),
+            ptr<float>(beta), T_len, H, Dk, Dv);
     CUDA_CHECK_LAUNCH();
 }
 
 template <class T>
-void recurrent(const Tensor& o, const Tensor& state, const Tensor& q, const Tensor& k, const Tensor& v,
-               const Tensor& g, const Tensor& beta) {
+void recurrent(const Tensor& o, const Tensor& state, const Tensor& q, const Tensor& k,
+               const Tensor& v, const Tensor& g, const Tensor& beta) {
     const int64_t Dk = q.size(3);
     if (Dk <= 32)
         launch_recurrent<T, 32>(o, state, q, k, v, g, beta);
@@ -47,18 +49,23 @@ void launch_chunked(kernels::GdnChunkArgs args) {
     constexpr size_t wy = kernels::gdn_wy_smem<DKP>(), st = kernels::gdn_state_smem<DKP, TV>(),
                      out = kernels::gdn_output_smem<DKP>();
     if (!configured) {
-        CUDA_CHECK(cudaFuncSetAttribute(kernels::gdn_wy_kernel<DKP>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(wy)));
-        CUDA_CHECK(cudaFuncSetAttribute(kernels::gdn_state_kernel<DKP, TV>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        int(st)));
-        CUDA_CHECK(cudaFuncSetAttribute(kernels::gdn_output_kernel<DKP>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(out)));
+        CUDA_CHECK(cudaFuncSetAttribute(kernels::gdn_wy_kernel<DKP>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, int(wy)));
+        CUDA_CHECK(cudaFuncSetAttribute(kernels::gdn_state_kernel<DKP, TV>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, int(st)));
+        CUDA_CHECK(cudaFuncSetAttribute(kernels::gdn_output_kernel<DKP>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, int(out)));
         configured = true;
     }
     const int BH = args.B * args.H, tiles_v = args.DVP / kernels::kTileV;
-    kernels::gdn_wy_kernel<DKP><<<BH * args.NC, kernels::kChunkThreads, wy, current_stream()>>>(args);
+    kernels::gdn_wy_kernel<DKP>
+        <<<BH * args.NC, kernels::kChunkThreads, wy, current_stream()>>>(args);
     CUDA_CHECK_LAUNCH();
-    kernels::gdn_state_kernel<DKP, TV><<<BH * (args.DVP / TV), kernels::kChunkThreads, st, current_stream()>>>(args);
+    kernels::gdn_state_kernel<DKP, TV>
+        <<<BH*(args.DVP / TV), kernels::kChunkThreads, st, current_stream()>>>(args);
     CUDA_CHECK_LAUNCH();
-    kernels::gdn_output_kernel<DKP><<<BH * args.NC * tiles_v, kernels::kChunkThreads, out, current_stream()>>>(args);
+    kernels::gdn_output_kernel<DKP>
+        <<<BH * args.NC * tiles_v, kernels::kChunkThreads, out, current_stream()>>>(args);
     CUDA_CHECK_LAUNCH();
 }
 
@@ -74,17 +81,18 @@ void launch_chunked(kernels::GdnChunkArgs args) {
 
 }  // namespace
 
-void gdn_recurrent(const Tensor& o, const Tensor& state, const Tensor& q, const Tensor& k, const Tensor& v,
-                   const Tensor& g, const Tensor& beta) {
-    dispatch_float(q, "gdn_recurrent", [&](auto t) { recurrent<decltype(t)>(o, state, q, k, v, g, beta); });
+void gdn_recurrent(const Tensor& o, const Tensor& state, const Tensor& q, const Tensor& k,
+                   const Tensor& v, const Tensor& g, const Tensor& beta) {
+    dispatch_float(q, "gdn_recurrent",
+                   [&](auto t) { recurrent<decltype(t)>(o, state, q, k, v, g, beta); });
 }
 
-void gdn_chunked(const Tensor& o, const Tensor& state, const Tensor& q, const Tensor& k, const Tensor& v,
-                 const Tensor& g, const Tensor& beta, int64_t chunk) {
+void gdn_chunked(const Tensor& o, const Tensor& state, const Tensor& q, const Tensor& k,
+                 const Tensor& v, const Tensor& g, const Tensor& beta, int64_t chunk) {
     const int64_t Dk = q.size(3);
     // The tensor-core path is bf16 with chunks of 64 and Dk ≤ 128; everything else (f32 storage for
-    // exact tests, other chunk sizes, wider keys) takes the recurrent kernel, which computes the same
-    // function.
+    // exact tests, other chunk sizes, wider keys) takes the recurrent kernel, which computes the
+    // same function.
     if (q.dtype != DType::bf16 || chunk != kernels::kChunk || Dk > 128) {
         gdn_recurrent(o, state, q, k, v, g, beta);
         return;
@@ -114,17 +122,28 @@ void gdn_chunked(const Tensor& o, const Tensor& state, const Tensor& q, const Te
     a.hs = static_cast<__nv_bfloat16*>(scratch(4, size_t(a.B) * a.H * a.NC * dkp * a.DVP * 2));
     a.kd = static_cast<__nv_bfloat16*>(scratch(5, rows * dkp * 2));
     switch (dkp) {
-        case 16: launch_chunked<16>(a); break;
-        case 32: launch_chunked<32>(a); break;
-        case 64: launch_chunked<64>(a); break;
-        case 96: launch_chunked<96>(a); break;
-        default: launch_chunked<128>(a); break;
+        case 16:
+            launch_chunked<16>(a);
+            break;
+        case 32:
+            launch_chunked<32>(a);
+            break;
+        case 64:
+            launch_chunked<64>(a);
+            break;
+        case 96:
+            launch_chunked<96>(a);
+            break;
+        default:
+            launch_chunked<128>(a);
+            break;
     }
 }
 
-void gdn_recurrent_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                            const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                            const Tensor&, const Tensor&, const Tensor&, const Tensor&) {
+void gdn_recurrent_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                            const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                            const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                            const Tensor&, const Tensor&) {
     fail("[gdn_recurrent_backward] not available on CUDA yet: train on the CPU backend");
 }
 

@@ -40,7 +40,8 @@ std::map<std::string, OpProfiler::Entry> OpProfiler::collect() {
     std::map<std::string, Entry> out;
     for (auto& p : pending_) {
         float ms = 0;
-        CUDA_CHECK(cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(p.start), static_cast<cudaEvent_t>(p.stop)));
+        CUDA_CHECK(cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(p.start),
+                                        static_cast<cudaEvent_t>(p.stop)));
         Entry& e = out[p.op];
         e.ms += ms;
         e.calls += 1;

@@ -1,5 +1,5 @@
-// Per-op GPU time: an ops::OpObserver that records CUDA events around every op on the stream and sums
-// the elapsed time per op name. For benchmarks (eager execution only, not inside a graph).
+// Per-op GPU time: an ops::OpObserver that records CUDA events around every op on the stream and
+// sums the elapsed time per op name. For benchmarks (eager execution only, not inside a graph).
 #pragma once
 
 #include <map>
@@ -11,7 +11,7 @@
 namespace olmo::cuda {
 
 class OpProfiler : public ops::OpObserver {
-public:
+  public:
     ~OpProfiler() override;
     void begin(const char* op, Device device) override;
     void end(const char* op, Device device) override;
@@ -22,7 +22,7 @@ public:
     };
     std::map<std::string, Entry> collect();
 
-private:
+  private:
     struct Pending {
         std::string op;
         void *start, *stop;

@@ -25,7 +25,8 @@ struct Runtime {
         CUBLAS_CHECK(cublasLtCreate(&lt));
         CUBLAS_CHECK(cublasCreate(&blas));
         CUBLAS_CHECK(cublasSetStream(blas, stream));
-        // Tests compare f32 CUDA results with the CPU: no TF32 unless a kernel asks for it explicitly.
+        // Tests compare f32 CUDA results with the CPU: no TF32 unless a kernel asks for it
+        // explicitly.
         CUBLAS_CHECK(cublasSetMathMode(blas, CUBLAS_DEFAULT_MATH));
         CUDA_CHECK(cudaMalloc(&workspace, workspace_bytes));
         CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
@@ -46,12 +47,24 @@ void cuda_failed(const char* file, int line, const char* expr, const char* what)
     fail("[cuda] ", base ? base + 1 : file, ":", line, ": ", expr, ": ", what);
 }
 
-cudaStream_t current_stream() { return rt().stream; }
-cublasLtHandle_t lt_handle() { return rt().lt; }
-cublasHandle_t blas_handle() { return rt().blas; }
-void* lt_workspace() { return rt().workspace; }
-size_t lt_workspace_bytes() { return rt().workspace_bytes; }
-int multiprocessor_count() { return rt().sms; }
+cudaStream_t current_stream() {
+    return rt().stream;
+}
+cublasLtHandle_t lt_handle() {
+    return rt().lt;
+}
+cublasHandle_t blas_handle() {
+    return rt().blas;
+}
+void* lt_workspace() {
+    return rt().workspace;
+}
+size_t lt_workspace_bytes() {
+    return rt().workspace_bytes;
+}
+int multiprocessor_count() {
+    return rt().sms;
+}
 
 void* scratch(int slot, size_t bytes) {
     static std::mutex mu;
@@ -76,8 +89,8 @@ std::shared_ptr<void> device_alloc(size_t bytes) {
     if (err != cudaSuccess) {
         size_t free_b = 0, total_b = 0;
         cudaMemGetInfo(&free_b, &total_b);
-        fail("[cuda] out of device memory allocating ", n, " bytes (", free_b >> 20, " MiB free of ",
-             total_b >> 20, " MiB)");
+        fail("[cuda] out of device memory allocating ", n, " bytes (", free_b >> 20,
+             " MiB free of ", total_b >> 20, " MiB)");
     }
     const size_t now = g_allocated += n;
     size_t peak = g_peak.load();
@@ -91,13 +104,16 @@ std::shared_ptr<void> device_alloc(size_t bytes) {
 
 void copy_bytes(void* dst, bool dst_dev, const void* src, bool src_dev, size_t bytes) {
     if (bytes == 0) return;
-    const cudaMemcpyKind kind = dst_dev ? (src_dev ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
-                                        : (src_dev ? cudaMemcpyDeviceToHost : cudaMemcpyHostToHost);
+    const cudaMemcpyKind kind = dst_dev
+                                    ? (src_dev ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
+                                    : (src_dev ? cudaMemcpyDeviceToHost : cudaMemcpyHostToHost);
     CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, current_stream()));
     if (!dst_dev || !src_dev) CUDA_CHECK(cudaStreamSynchronize(current_stream()));
 }
 
-void synchronize() { CUDA_CHECK(cudaStreamSynchronize(current_stream())); }
+void synchronize() {
+    CUDA_CHECK(cudaStreamSynchronize(current_stream()));
+}
 
 bool available() {
     int count = 0;
@@ -117,8 +133,14 @@ DeviceInfo device_info() {
     return d;
 }
 
-size_t allocated_bytes() { return g_allocated.load(); }
-size_t peak_allocated_bytes() { return g_peak.load(); }
-void reset_peak_allocated() { g_peak = g_allocated.load(); }
+size_t allocated_bytes() {
+    return g_allocated.load();
+}
+size_t peak_allocated_bytes() {
+    return g_peak.load();
+}
+void reset_peak_allocated() {
+    g_peak = g_allocated.load();
+}
 
 }  // namespace olmo::cuda

@@ -1,8 +1,8 @@
-// The CUDA runtime layer: error checks, the one stream every op runs on, device memory, copies, and the
-// cuBLASLt handle. Host code only; kernels live in kernels/ and know no project type.
+// The CUDA runtime layer: error checks, the one stream every op runs on, device memory, copies, and
+// the cuBLASLt handle. Host code only; kernels live in kernels/ and know no project type.
 //
-// All ops enqueue on current_stream() and never synchronise, so a sequence of ops (e.g. a decode step)
-// can be captured into a CUDA graph. Copies to or from the host synchronise the stream.
+// All ops enqueue on current_stream() and never synchronise, so a sequence of ops (e.g. a decode
+// step) can be captured into a CUDA graph. Copies to or from the host synchronise the stream.
 #pragma once
 
 #include <cstddef>

@@ -16,26 +16,26 @@ cublasHandle_t blas_handle();
 void* lt_workspace();
 size_t lt_workspace_bytes();
 int multiprocessor_count();
-// A device scratch buffer of at least `bytes`, one per slot, kept between calls and grown when needed
-// (growing synchronises; never call with a larger size during graph capture).
+// A device scratch buffer of at least `bytes`, one per slot, kept between calls and grown when
+// needed (growing synchronises; never call with a larger size during graph capture).
 void* scratch(int slot, size_t bytes);
 
 [[noreturn]] void cuda_failed(const char* file, int line, const char* expr, const char* what);
 
 }  // namespace olmo::cuda
 
-#define CUDA_CHECK(expr)                                                                     \
-    do {                                                                                     \
-        const cudaError_t err_ = (expr);                                                     \
-        if (err_ != cudaSuccess)                                                             \
-            ::olmo::cuda::cuda_failed(__FILE__, __LINE__, #expr, cudaGetErrorString(err_));  \
+#define CUDA_CHECK(expr)                                                                    \
+    do {                                                                                    \
+        const cudaError_t err_ = (expr);                                                    \
+        if (err_ != cudaSuccess)                                                            \
+            ::olmo::cuda::cuda_failed(__FILE__, __LINE__, #expr, cudaGetErrorString(err_)); \
     } while (0)
 
-#define CUBLAS_CHECK(expr)                                                                           \
-    do {                                                                                             \
-        const cublasStatus_t st_ = (expr);                                                           \
-        if (st_ != CUBLAS_STATUS_SUCCESS)                                                            \
-            ::olmo::cuda::cuda_failed(__FILE__, __LINE__, #expr, cublasGetStatusString(st_));        \
+#define CUBLAS_CHECK(expr)                                                                    \
+    do {                                                                                      \
+        const cublasStatus_t st_ = (expr);                                                    \
+        if (st_ != CUBLAS_STATUS_SUCCESS)                                                     \
+            ::olmo::cuda::cuda_failed(__FILE__, __LINE__, #expr, cublasGetStatusString(st_)); \
     } while (0)
 
 // After every kernel launch: a launch configuration error surfaces here, at the launch site.

@@ -1,5 +1,5 @@
-// Device-side greedy decoding: the argmax of each row of the logits, so that a decode loop copies one
-// id per sequence back to the host instead of the logits.
+// Device-side greedy decoding: the argmax of each row of the logits, so that a decode loop copies
+// one id per sequence back to the host instead of the logits.
 #include <cfloat>
 
 #include "cuda/dispatch.h"
@@ -57,7 +57,8 @@ void argmax(const Tensor& out, const Tensor& x) {
     if (N == 0) return;
     dispatch_float(x, "argmax", [&](auto t) {
         using T = decltype(t);
-        argmax_kernel<T><<<unsigned(N), 256, 0, current_stream()>>>(ptr<int32_t>(out), ptr<T>(x), V);
+        argmax_kernel<T>
+            <<<unsigned(N), 256, 0, current_stream()>>>(ptr<int32_t>(out), ptr<T>(x), V);
         CUDA_CHECK_LAUNCH();
     });
 }

@@ -4,7 +4,8 @@
 
 namespace olmo {
 
-ChatSession::ChatSession(const Model& model, Encode encode, std::vector<int32_t> stop_ids, ChatOptions options)
+ChatSession::ChatSession(const Model& model, Encode encode, std::vector<int32_t> stop_ids,
+                         ChatOptions options)
     : encode_(std::move(encode)),
       stop_(std::move(stop_ids)),
       opt_(std::move(options)),
@@ -22,18 +23,23 @@ void ChatSession::reset() {
 void ChatSession::feed(const std::vector<int32_t>& ids) {
     if (ids.empty()) return;
     if (session_.length(0) + int64_t(ids.size()) > opt_.max_context)
-        fail("[chat] the conversation would exceed --max-context (", opt_.max_context, " tokens): /reset to start over");
+        fail("[chat] the conversation would exceed --max-context (", opt_.max_context,
+             " tokens): /reset to start over");
     last_logits_ = session_.feed(0, ids);
 }
 
-std::vector<int32_t> ChatSession::turn(const std::string& user, const std::function<void(int32_t)>& on_token) {
+std::vector<int32_t> ChatSession::turn(const std::string& user,
+                                       const std::function<void(int32_t)>& on_token) {
     std::string text;
-    if (!started_ && !opt_.system.empty()) text += "<|im_start|>system\n" + opt_.system + "<|im_end|>\n";
+    if (!started_ && !opt_.system.empty())
+        text += "<|im_start|>system\n" + opt_.system + "<|im_end|>\n";
     text += "<|im_start|>user\n" + user + "<|im_end|>\n<|im_start|>assistant\n";
     feed(encode_(text));
     started_ = true;
     const int64_t room = opt_.max_context - session_.length(0) - 2;  // keep room to close the turn
-    if (room < 1) fail("[chat] the conversation is full (", opt_.max_context, " tokens): /reset to start over");
+    if (room < 1)
+        fail("[chat] the conversation is full (", opt_.max_context,
+             " tokens): /reset to start over");
     GenerateOptions g;
     g.max_new_tokens = std::min(opt_.max_new_tokens, room);
     g.sampling = opt_.sampling;

@@ -14,7 +14,8 @@ DecodeGraph::DecodeGraph(const Model& model, InferenceState& state, int64_t batc
       B_(batch),
       use_graph_(use_graph && model.device() == Device::cuda),
       arena_(model.device()) {
-    OLMO_CHECK(batch >= 1 && batch <= state.slots(), "decode batch ", batch, " exceeds the state's slots");
+    OLMO_CHECK(batch >= 1 && batch <= state.slots(), "decode batch ", batch,
+               " exceeds the state's slots");
     index_ = arena_.alloc(DType::i32, {4 * B_});
     ids_ = index_.narrow0(0, B_);
     bt_.B = B_;
@@ -43,11 +44,13 @@ void DecodeGraph::run_step() {
 }
 
 void DecodeGraph::step(std::span<const int32_t> tokens) {
-    if (int64_t(tokens.size()) != B_) fail("[decode] expected ", B_, " tokens, got ", tokens.size());
+    if (int64_t(tokens.size()) != B_)
+        fail("[decode] expected ", B_, " tokens, got ", tokens.size());
     for (int64_t b = 0; b < B_; ++b) {
         const int64_t len = state_.length[b];
         if (len + 1 > state_.max_len())
-            fail("[decode] sequence ", b, " reached the state's limit of ", state_.max_len(), " tokens");
+            fail("[decode] sequence ", b, " reached the state's limit of ", state_.max_len(),
+                 " tokens");
         if (tokens[b] < 0 || tokens[b] >= model_.config().vocab_size)
             fail("[decode] token id ", tokens[b], " outside the vocabulary");
         host_index_[b] = tokens[b];
@@ -58,7 +61,8 @@ void DecodeGraph::step(std::span<const int32_t> tokens) {
     copy_tensor(index_, Tensor(host_index_.data(), DType::i32, Device::cpu, {4 * B_}));
     const size_t mark = arena_.mark();
     if (!use_graph_ || steps_ == 0) {
-        run_step();  // eager: CPU, or the first step, which also sizes the arena and plans the matmuls
+        run_step();  // eager: CPU, or the first step, which also sizes the arena and plans the
+                     // matmuls
     } else {
 #ifdef OLMO_HAVE_CUDA
         if (!exec_) {

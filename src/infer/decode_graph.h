@@ -1,7 +1,7 @@
-// Decode steps for slots [0, B) of an InferenceState: one token per sequence, logits [B, V] and greedy
-// ids on the model's device. On CUDA the step is captured once into a CUDA graph and replayed (all its
-// kernels in one launch); on the CPU it runs eagerly. The first step runs eagerly (it warms up the
-// arena and the matmul plans), the graph is captured after it.
+// Decode steps for slots [0, B) of an InferenceState: one token per sequence, logits [B, V] and
+// greedy ids on the model's device. On CUDA the step is captured once into a CUDA graph and
+// replayed (all its kernels in one launch); on the CPU it runs eagerly. The first step runs eagerly
+// (it warms up the arena and the matmul plans), the graph is captured after it.
 #pragma once
 
 #include <span>
@@ -14,7 +14,7 @@
 namespace olmo {
 
 class DecodeGraph {
-public:
+  public:
     DecodeGraph(const Model& model, InferenceState& state, int64_t batch, bool use_graph = true);
     ~DecodeGraph();
     DecodeGraph(const DecodeGraph&) = delete;
@@ -24,11 +24,12 @@ public:
     void step(std::span<const int32_t> tokens);
     // Logits [B, V] of the last step (device tensor, model dtype).
     const Tensor& logits() const { return logits_; }
-    // Greedy next token of every sequence after the last step (argmax on the device, B ids copied back).
+    // Greedy next token of every sequence after the last step (argmax on the device, B ids copied
+    // back).
     std::vector<int32_t> greedy();
     bool captured() const { return exec_ != nullptr; }
 
-private:
+  private:
     void run_step();
     const Model& model_;
     InferenceState& state_;
@@ -41,7 +42,7 @@ private:
     std::vector<int32_t> host_index_;
     int64_t steps_ = 0;
     [[maybe_unused]] void* graph_ = nullptr;  // cudaGraph_t (CUDA builds)
-    void* exec_ = nullptr;   // cudaGraphExec_t
+    void* exec_ = nullptr;                    // cudaGraphExec_t
 };
 
 }  // namespace olmo

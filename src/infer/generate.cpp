@@ -14,7 +14,8 @@ std::vector<float> Session::feed(int64_t seq, std::span<const int32_t> tokens) {
     if (tokens.empty()) fail("[generate] empty prompt: give at least one token");
     if (seq < 0 || seq >= state_.slots()) fail("[generate] sequence ", seq, " out of range");
     const int64_t V = model_.config().vocab_size;
-    Tensor ids(const_cast<int32_t*>(tokens.data()), DType::i32, Device::cpu, {1, int64_t(tokens.size())});
+    Tensor ids(const_cast<int32_t*>(tokens.data()), DType::i32, Device::cpu,
+               {1, int64_t(tokens.size())});
     Tensor logits = arena_.alloc(model_.dtype(), {1, V});
     ForwardOutputs out;
     out.logits = logits;
@@ -46,7 +47,8 @@ std::vector<std::vector<int32_t>> Session::generate(std::vector<std::vector<floa
         for (int64_t b = 0; b < B; ++b) {
             if (done[b]) continue;
             const int32_t tok = device_greedy ? next[b]
-                                              : sampler.sample(last_logits[b], uint64_t(b), uint64_t(state_.length[b]));
+                                              : sampler.sample(last_logits[b], uint64_t(b),
+                                                               uint64_t(state_.length[b]));
             result[b].push_back(tok);
             next[b] = tok;
             bool keep = true;
@@ -57,7 +59,8 @@ std::vector<std::vector<int32_t>> Session::generate(std::vector<std::vector<floa
         if (!any || step + 1 == options.max_new_tokens) break;
         const int64_t room =
             state_.max_len() - *std::max_element(state_.length.begin(), state_.length.begin() + B);
-        if (room < 1) fail("[generate] the context limit of ", state_.max_len(), " tokens is reached");
+        if (room < 1)
+            fail("[generate] the context limit of ", state_.max_len(), " tokens is reached");
         if (!decode) decode = std::make_unique<DecodeGraph>(model_, state_, B);
         decode->step(next);
         if (greedy) {
@@ -66,20 +69,24 @@ std::vector<std::vector<int32_t>> Session::generate(std::vector<std::vector<floa
             device_greedy = true;
         } else {
             OwnedTensor host = to_host_f32(decode->logits());
-            for (int64_t b = 0; b < B; ++b) last_logits[b].assign(host.f32() + b * V, host.f32() + (b + 1) * V);
+            for (int64_t b = 0; b < B; ++b)
+                last_logits[b].assign(host.f32() + b * V, host.f32() + (b + 1) * V);
         }
     }
     return result;
 }
 
-std::vector<std::vector<int32_t>> generate(const Model& model, const std::vector<std::vector<int32_t>>& prompts,
+std::vector<std::vector<int32_t>> generate(const Model& model,
+                                           const std::vector<std::vector<int32_t>>& prompts,
                                            const GenerateOptions& options) {
     if (prompts.empty()) fail("[generate] no prompts");
     int64_t longest = 0;
     for (const auto& p : prompts) longest = std::max<int64_t>(longest, int64_t(p.size()));
-    Session session(model, int64_t(prompts.size()), longest + std::max<int64_t>(options.max_new_tokens, 1));
+    Session session(model, int64_t(prompts.size()),
+                    longest + std::max<int64_t>(options.max_new_tokens, 1));
     std::vector<std::vector<float>> last;
-    for (size_t b = 0; b < prompts.size(); ++b) last.push_back(session.feed(int64_t(b), prompts[b]));
+    for (size_t b = 0; b < prompts.size(); ++b)
+        last.push_back(session.feed(int64_t(b), prompts[b]));
     return session.generate(std::move(last), options);
 }
 

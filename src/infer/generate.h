@@ -20,27 +20,28 @@ struct GenerateOptions {
 
 // A conversation or completion that keeps its state between calls (used by generate and chat).
 class Session {
-public:
+  public:
     Session(const Model& model, int64_t batch, int64_t max_len);
 
-    // Feeds more tokens to sequence `seq` (a prompt, or a continuation of it) and returns its logits at the
-    // last position (host f32 [V]).
+    // Feeds more tokens to sequence `seq` (a prompt, or a continuation of it) and returns its
+    // logits at the last position (host f32 [V]).
     std::vector<float> feed(int64_t seq, std::span<const int32_t> tokens);
-    // Generates for every sequence from its state; last_logits[b] are the logits after its last fed token.
-    // Returns the new tokens per sequence (EOS included when it ended the sequence).
+    // Generates for every sequence from its state; last_logits[b] are the logits after its last fed
+    // token. Returns the new tokens per sequence (EOS included when it ended the sequence).
     std::vector<std::vector<int32_t>> generate(std::vector<std::vector<float>> last_logits,
                                                const GenerateOptions& options);
     InferenceState& state() { return state_; }
     int64_t length(int64_t seq) const { return state_.length[seq]; }
 
-private:
+  private:
     const Model& model_;
     InferenceState state_;
     Arena arena_;
 };
 
 // Convenience: generates continuations for several prompts at once.
-std::vector<std::vector<int32_t>> generate(const Model& model, const std::vector<std::vector<int32_t>>& prompts,
+std::vector<std::vector<int32_t>> generate(const Model& model,
+                                           const std::vector<std::vector<int32_t>>& prompts,
                                            const GenerateOptions& options);
 
 }  // namespace olmo

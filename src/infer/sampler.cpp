@@ -28,7 +28,9 @@ int32_t Sampler::sample(std::span<const float> logits, uint64_t stream, uint64_t
     // Softmax at temperature over the candidates, most likely first.
     scratch_.resize(V);
     for (int64_t i = 0; i < V; ++i) scratch_[i] = {logits[i] / params_.temperature, int32_t(i)};
-    auto by_logit = [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); };
+    auto by_logit = [](const auto& a, const auto& b) {
+        return a.first > b.first || (a.first == b.first && a.second < b.second);
+    };
     int64_t keep = V;
     if (params_.top_k > 0 && params_.top_k < V) {
         keep = params_.top_k;

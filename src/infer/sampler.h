@@ -18,13 +18,13 @@ struct SamplingParams {
 void validate(const SamplingParams& p);
 
 class Sampler {
-public:
+  public:
     explicit Sampler(SamplingParams params) : params_(params) {}
-    // Picks a token from logits[V] (f32, host). `stream` selects an independent random stream (one per
-    // sequence); `step` the draw within it, so results do not depend on batch composition.
+    // Picks a token from logits[V] (f32, host). `stream` selects an independent random stream (one
+    // per sequence); `step` the draw within it, so results do not depend on batch composition.
     int32_t sample(std::span<const float> logits, uint64_t stream, uint64_t step);
 
-private:
+  private:
     SamplingParams params_;
     std::vector<std::pair<float, int32_t>> scratch_;
 };

@@ -18,7 +18,8 @@ AtomicFile::AtomicFile(const std::string& path) : path_(path) {
     const fs::path p(path);
     const fs::path dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
     std::error_code ec;
-    if (!fs::is_directory(dir, ec)) fail("[io] cannot write ", path, ": folder ", dir.string(), " does not exist");
+    if (!fs::is_directory(dir, ec))
+        fail("[io] cannot write ", path, ": folder ", dir.string(), " does not exist");
     temp_ = (dir / ("." + p.filename().string() + ".tmp." + std::to_string(::getpid()))).string();
     fd_ = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd_ < 0) fail("[io] cannot create ", temp_, ": ", std::strerror(errno));

@@ -1,6 +1,7 @@
-// A file written under a temporary name in the destination folder and renamed into place by commit().
-// If commit() is never reached (error, exception, kill), the temporary is removed (or left as an
-// obviously temporary name after a hard kill) and any previous file at the destination is untouched.
+// A file written under a temporary name in the destination folder and renamed into place by
+// commit(). If commit() is never reached (error, exception, kill), the temporary is removed (or
+// left as an obviously temporary name after a hard kill) and any previous file at the destination
+// is untouched.
 #pragma once
 
 #include <cstddef>
@@ -9,7 +10,7 @@
 namespace olmo {
 
 class AtomicFile {
-public:
+  public:
     explicit AtomicFile(const std::string& path);
     ~AtomicFile();
     AtomicFile(const AtomicFile&) = delete;
@@ -23,7 +24,7 @@ public:
     void commit();
     const std::string& temp_path() const { return temp_; }
 
-private:
+  private:
     std::string path_, temp_;
     int fd_ = -1;
     size_t written_ = 0;

@@ -35,13 +35,20 @@ DType dtype_from_safetensors(const std::string& s, const std::string& context) {
 
 const char* dtype_to_safetensors(DType t) {
     switch (t) {
-        case DType::f32: return "F32";
-        case DType::bf16: return "BF16";
-        case DType::f16: return "F16";
-        case DType::f64: return "F64";
-        case DType::i64: return "I64";
-        case DType::i32: return "I32";
-        case DType::u8: return "U8";
+        case DType::f32:
+            return "F32";
+        case DType::bf16:
+            return "BF16";
+        case DType::f16:
+            return "F16";
+        case DType::f64:
+            return "F64";
+        case DType::i64:
+            return "I64";
+        case DType::i32:
+            return "I32";
+        case DType::u8:
+            return "U8";
     }
     return "?";
 }
@@ -108,11 +115,13 @@ SafetensorsReader SafetensorsReader::open(const std::string& path_in) {
             fail("[safetensors] ", path.string(), ": invalid JSON: ", e.what());
         }
         if (!idx.is_object() || !idx.contains("weight_map") || !idx["weight_map"].is_object())
-            fail("[safetensors] ", path.string(), ": expected an object with a \"weight_map\" object");
+            fail("[safetensors] ", path.string(),
+                 ": expected an object with a \"weight_map\" object");
         std::map<std::string, std::vector<std::string>> by_file;
         for (auto& [name, file] : idx["weight_map"].items()) {
             if (!file.is_string())
-                fail("[safetensors] ", path.string(), ": weight_map[\"", name, "\"] is not a string");
+                fail("[safetensors] ", path.string(), ": weight_map[\"", name,
+                     "\"] is not a string");
             const std::string f = file.get<std::string>();
             if (f.find('/') != std::string::npos || f == ".." || f.empty())
                 fail("[safetensors] ", path.string(), ": weight_map[\"", name,
@@ -128,8 +137,8 @@ SafetensorsReader SafetensorsReader::open(const std::string& path_in) {
             for (size_t i = before; i < r.entries_.size(); ++i) in_shard.insert(r.entries_[i].name);
             for (auto& n : names)
                 if (!in_shard.count(n))
-                    fail("[safetensors] ", path.string(), ": tensor \"", n, "\" is mapped to ", file,
-                         " but that file does not hold it");
+                    fail("[safetensors] ", path.string(), ": tensor \"", n, "\" is mapped to ",
+                         file, " but that file does not hold it");
         }
     } else {
         r.add_file(path.string());
@@ -154,12 +163,13 @@ void SafetensorsReader::add_file(const std::string& path) {
 
 void SafetensorsReader::parse(const unsigned char* base, size_t size, const std::string& label) {
     if (size < 8)
-        fail("[safetensors] ", label, ": file is ", size, " bytes, shorter than the 8-byte header length");
+        fail("[safetensors] ", label, ": file is ", size,
+             " bytes, shorter than the 8-byte header length");
     uint64_t header_len = 0;
     for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | base[i];
     if (header_len > size - 8)
-        fail("[safetensors] ", label, ": header length ", header_len, " runs past the end of the file (",
-             size, " bytes)");
+        fail("[safetensors] ", label, ": header length ", header_len,
+             " runs past the end of the file (", size, " bytes)");
     if (header_len > (uint64_t(100) << 20))
         fail("[safetensors] ", label, ": header length ", header_len, " exceeds the 100 MB limit");
     const char* hdr = reinterpret_cast<const char*>(base + 8);
@@ -182,7 +192,8 @@ void SafetensorsReader::parse(const unsigned char* base, size_t size, const std:
     } catch (const json::exception& e) {
         fail("[safetensors] ", label, ": header is not valid JSON: ", e.what());
     }
-    if (!duplicate.empty()) fail("[safetensors] ", label, ": duplicate tensor name \"", duplicate, "\"");
+    if (!duplicate.empty())
+        fail("[safetensors] ", label, ": duplicate tensor name \"", duplicate, "\"");
     if (!h.is_object()) fail("[safetensors] ", label, ": header is not a JSON object");
 
     struct Range {
@@ -206,20 +217,23 @@ void SafetensorsReader::parse(const unsigned char* base, size_t size, const std:
             fail("[safetensors] ", ctx, ": missing or non-string \"dtype\"");
         if (!v.contains("shape") || !v["shape"].is_array())
             fail("[safetensors] ", ctx, ": missing or non-array \"shape\"");
-        if (!v.contains("data_offsets") || !v["data_offsets"].is_array() || v["data_offsets"].size() != 2)
+        if (!v.contains("data_offsets") || !v["data_offsets"].is_array() ||
+            v["data_offsets"].size() != 2)
             fail("[safetensors] ", ctx, ": \"data_offsets\" must be an array of two integers");
         SafetensorsEntry e;
         e.name = name;
         e.file = label;
         e.dtype = dtype_from_safetensors(v["dtype"].get<std::string>(), ctx);
         if (v["shape"].size() > size_t(kMaxDims))
-            fail("[safetensors] ", ctx, ": ", v["shape"].size(), " dimensions (at most ", kMaxDims, ")");
+            fail("[safetensors] ", ctx, ": ", v["shape"].size(), " dimensions (at most ", kMaxDims,
+                 ")");
         unsigned __int128 count = 1;
         for (auto& d : v["shape"]) {
             if (!d.is_number_unsigned())
                 fail("[safetensors] ", ctx, ": shape entries must be non-negative integers");
             const uint64_t dim = d.get<uint64_t>();
-            if (dim > (uint64_t(1) << 40)) fail("[safetensors] ", ctx, ": dimension ", dim, " is too large");
+            if (dim > (uint64_t(1) << 40))
+                fail("[safetensors] ", ctx, ": dimension ", dim, " is too large");
             e.shape.push_back(int64_t(dim));
             count *= dim;
             if (count > (unsigned __int128)(uint64_t(1) << 50))
@@ -235,8 +249,8 @@ void SafetensorsReader::parse(const unsigned char* base, size_t size, const std:
                  "] run past the end of the data (", data_len, " bytes)");
         const uint64_t expect = uint64_t(count) * dtype_size(e.dtype);
         if (en - b != expect)
-            fail("[safetensors] ", ctx, ": shape and dtype give ", expect, " bytes but data_offsets span ",
-                 en - b);
+            fail("[safetensors] ", ctx, ": shape and dtype give ", expect,
+                 " bytes but data_offsets span ", en - b);
         e.nbytes = size_t(expect);
         e.data = data + b;
         if (index_.count(name)) fail("[safetensors] ", ctx, ": defined in more than one file");
@@ -244,9 +258,11 @@ void SafetensorsReader::parse(const unsigned char* base, size_t size, const std:
         index_[name] = entries_.size();
         entries_.push_back(std::move(e));
     }
-    std::sort(ranges.begin(), ranges.end(),
-              [](const Range& a, const Range& b) { return a.begin < b.begin || (a.begin == b.begin && a.end < b.end); });
-    // Sorted by start: a non-empty range overlaps an earlier one iff it starts before the furthest end.
+    std::sort(ranges.begin(), ranges.end(), [](const Range& a, const Range& b) {
+        return a.begin < b.begin || (a.begin == b.begin && a.end < b.end);
+    });
+    // Sorted by start: a non-empty range overlaps an earlier one iff it starts before the furthest
+    // end.
     size_t furthest = 0;
     const Range* owner = nullptr;
     for (const Range& r : ranges) {
@@ -272,7 +288,9 @@ const SafetensorsEntry& SafetensorsReader::get(const std::string& name) const {
     return *e;
 }
 
-void SafetensorsWriter::add(const std::string& name, const Tensor& t) { add_as(name, t, t.dtype); }
+void SafetensorsWriter::add(const std::string& name, const Tensor& t) {
+    add_as(name, t, t.dtype);
+}
 
 void SafetensorsWriter::add_as(const std::string& name, const Tensor& t, DType dtype) {
     if (contains(name)) fail("[safetensors] writer: duplicate tensor name \"", name, "\"");
@@ -290,14 +308,17 @@ void SafetensorsWriter::add_as(const std::string& name, const Tensor& t, DType d
         const int64_t n = t.numel();
         auto* dst16 = static_cast<uint16_t*>(it.bytes.get());
         switch (dtype) {
-            case DType::f32: std::memcpy(it.bytes.get(), src, it.nbytes); break;
+            case DType::f32:
+                std::memcpy(it.bytes.get(), src, it.nbytes);
+                break;
             case DType::bf16:
                 for (int64_t i = 0; i < n; ++i) dst16[i] = f32_to_bf16(src[i]);
                 break;
             case DType::f16:
                 for (int64_t i = 0; i < n; ++i) dst16[i] = f32_to_f16(src[i]);
                 break;
-            default: fail("[safetensors] writer: cannot convert \"", name, "\" to ", dtype_name(dtype));
+            default:
+                fail("[safetensors] writer: cannot convert \"", name, "\" to ", dtype_name(dtype));
         }
     }
     items_.push_back(std::move(it));
@@ -316,13 +337,15 @@ size_t byte_count(DType dtype, const std::vector<int64_t>& shape) {
 }
 
 // Header JSON (padded to 8 bytes) for tensors laid out back to back in the given order.
-std::string make_header(const std::vector<std::tuple<std::string, DType, std::vector<int64_t>>>& tensors,
-                        const std::map<std::string, std::string>& metadata) {
+std::string make_header(
+    const std::vector<std::tuple<std::string, DType, std::vector<int64_t>>>& tensors,
+    const std::map<std::string, std::string>& metadata) {
     json h = json::object();
     size_t offset = 0;
     std::set<std::string> names;
     for (const auto& [name, dtype, shape] : tensors) {
-        if (!names.insert(name).second) fail("[safetensors] writer: duplicate tensor name \"", name, "\"");
+        if (!names.insert(name).second)
+            fail("[safetensors] writer: duplicate tensor name \"", name, "\"");
         const size_t nbytes = byte_count(dtype, shape);
         h[name] = {{"dtype", dtype_to_safetensors(dtype)},
                    {"shape", shape},

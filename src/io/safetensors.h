@@ -1,10 +1,11 @@
-// safetensors files: a memory-mapped reader (single file, or sharded through model.safetensors.index.json)
-// and a writer that never leaves a half-written file behind.
+// safetensors files: a memory-mapped reader (single file, or sharded through
+// model.safetensors.index.json) and a writer that never leaves a half-written file behind.
 //
-// Format: 8-byte little-endian header length N, N bytes of JSON {name: {dtype, shape, data_offsets}, ...,
-// "__metadata__": {str: str}}, then the data buffer. The reader validates the whole header before any
-// tensor is used: lengths past the end of the file, offsets out of range or overlapping, dtype / shape /
-// byte-count mismatches and duplicate names are errors naming the file and the tensor.
+// Format: 8-byte little-endian header length N, N bytes of JSON {name: {dtype, shape,
+// data_offsets}, ...,
+// "__metadata__": {str: str}}, then the data buffer. The reader validates the whole header before
+// any tensor is used: lengths past the end of the file, offsets out of range or overlapping, dtype
+// / shape / byte-count mismatches and duplicate names are errors naming the file and the tensor.
 #pragma once
 
 #include <functional>
@@ -32,19 +33,20 @@ struct SafetensorsEntry {
 
 // Reads one file or a sharded set. Tensors point into read-only memory maps held by this object.
 class SafetensorsReader {
-public:
+  public:
     // `path` is a .safetensors file, a model.safetensors.index.json, or a folder holding either.
     static SafetensorsReader open(const std::string& path);
     // Parses an in-memory buffer (used by the fuzz target); the buffer must outlive the reader.
     static SafetensorsReader from_memory(const void* data, size_t size, const std::string& label);
 
     const SafetensorsEntry* find(const std::string& name) const;
-    const SafetensorsEntry& get(const std::string& name) const;  // error naming the tensor if absent
+    const SafetensorsEntry& get(
+        const std::string& name) const;  // error naming the tensor if absent
     const std::vector<SafetensorsEntry>& entries() const { return entries_; }
     const std::map<std::string, std::string>& metadata() const { return metadata_; }
     const std::string& source() const { return source_; }
 
-private:
+  private:
     void add_file(const std::string& path);
     void parse(const unsigned char* base, size_t size, const std::string& label);
 
@@ -55,10 +57,10 @@ private:
     std::string source_;
 };
 
-// Accumulates tensors (copied, or referenced when the caller guarantees their lifetime) and writes them
-// to `path` through a temporary file that is renamed into place only once complete.
+// Accumulates tensors (copied, or referenced when the caller guarantees their lifetime) and writes
+// them to `path` through a temporary file that is renamed into place only once complete.
 class SafetensorsWriter {
-public:
+  public:
     // Copies the tensor's bytes (any device) at the time of the call.
     void add(const std::string& name, const Tensor& t);
     // Stores the tensor converted to `dtype` (f32 <-> bf16/f16 conversion on the host).
@@ -67,7 +69,7 @@ public:
     bool contains(const std::string& name) const;
     void write(const std::string& path) const;
 
-private:
+  private:
     struct Item {
         std::string name;
         DType dtype;
@@ -79,9 +81,9 @@ private:
     std::map<std::string, std::string> metadata_;
 };
 
-// Writes a file whose tensors are produced one at a time (for checkpoints larger than memory): the header
-// is computed from the declared names, dtypes and shapes, then each `fill` writes its tensor's bytes into a
-// buffer of exactly that size. Atomic like SafetensorsWriter::write.
+// Writes a file whose tensors are produced one at a time (for checkpoints larger than memory): the
+// header is computed from the declared names, dtypes and shapes, then each `fill` writes its
+// tensor's bytes into a buffer of exactly that size. Atomic like SafetensorsWriter::write.
 struct StreamedTensor {
     std::string name;
     DType dtype;

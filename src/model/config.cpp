@@ -12,9 +12,12 @@ using json = nlohmann::json;
 
 const char* layer_type_name(LayerType t) {
     switch (t) {
-        case LayerType::full_attention: return "full_attention";
-        case LayerType::sliding_attention: return "sliding_attention";
-        case LayerType::linear_attention: return "linear_attention";
+        case LayerType::full_attention:
+            return "full_attention";
+        case LayerType::sliding_attention:
+            return "sliding_attention";
+        case LayerType::linear_attention:
+            return "linear_attention";
     }
     return "?";
 }
@@ -75,7 +78,9 @@ struct Reader {
         if (v <= 0) bad(key, "must be positive, got " + std::to_string(v));
         return v;
     }
-    int64_t positive_or(const std::string& key, int64_t dflt) const { return has(key) ? positive(key) : dflt; }
+    int64_t positive_or(const std::string& key, int64_t dflt) const {
+        return has(key) ? positive(key) : dflt;
+    }
     double number_or(const std::string& key, double dflt) const {
         if (!has(key)) return dflt;
         if (!j[key].is_number()) bad(key, "must be a number, got " + j[key].dump());
@@ -99,34 +104,43 @@ RopeConfig parse_rope(const json& d, const std::string& where, int64_t max_pos) 
     if (d.is_null()) return r;
     if (!d.is_object()) fail("[config] ", where, " must be an object or null, got ", d.dump());
     Reader rd{d, where};
-    r.rope_type = rd.has("rope_type") ? rd.string_or("rope_type", "default") : rd.string_or("type", "default");
+    r.rope_type = rd.has("rope_type") ? rd.string_or("rope_type", "default")
+                                      : rd.string_or("type", "default");
     if (r.rope_type != "default" && r.rope_type != "yarn")
-        fail("[config] ", where, ": unsupported rope_type \"", r.rope_type, "\" (supported: default, yarn)");
+        fail("[config] ", where, ": unsupported rope_type \"", r.rope_type,
+             "\" (supported: default, yarn)");
     if (rd.has("partial_rotary_factor") && rd.number_or("partial_rotary_factor", 1) != 1.0)
-        fail("[config] ", where, ": unsupported partial_rotary_factor ", d["partial_rotary_factor"].dump());
+        fail("[config] ", where, ": unsupported partial_rotary_factor ",
+             d["partial_rotary_factor"].dump());
     if (!rd.has("rope_theta")) return r;  // null or absent θ: NoPE (released Olmo Hybrid)
     r.rope_theta = rd.number_or("rope_theta", 0);
-    if (!(r.rope_theta > 1)) fail("[config] ", where, ": rope_theta must be > 1, got ", r.rope_theta);
+    if (!(r.rope_theta > 1))
+        fail("[config] ", where, ": rope_theta must be > 1, got ", r.rope_theta);
     r.enabled = true;
     if (r.rope_type == "yarn") {
-        r.original_max_position_embeddings = rd.number_or("original_max_position_embeddings", double(max_pos));
+        r.original_max_position_embeddings =
+            rd.number_or("original_max_position_embeddings", double(max_pos));
         if (!(r.original_max_position_embeddings > 0))
             fail("[config] ", where, ": original_max_position_embeddings must be positive");
         r.factor = rd.has("factor") ? rd.number_or("factor", 1)
                                     : double(max_pos) / r.original_max_position_embeddings;
-        if (!(r.factor > 0)) fail("[config] ", where, ": yarn factor must be positive, got ", r.factor);
+        if (!(r.factor > 0))
+            fail("[config] ", where, ": yarn factor must be positive, got ", r.factor);
         r.beta_fast = rd.number_or("beta_fast", 32);
         r.beta_slow = rd.number_or("beta_slow", 1);
         if (r.beta_fast == 0) r.beta_fast = 32;  // HF: `get("beta_fast") or 32`
         if (r.beta_slow == 0) r.beta_slow = 1;
         r.truncate = rd.boolean_or("truncate", true);
-        auto mscale = [](double scale, double m) { return scale <= 1 ? 1.0 : 0.1 * m * std::log(scale) + 1.0; };
+        auto mscale = [](double scale, double m) {
+            return scale <= 1 ? 1.0 : 0.1 * m * std::log(scale) + 1.0;
+        };
         if (rd.has("attention_factor")) {
             r.attention_factor = rd.number_or("attention_factor", 1);
         } else {
             const double m = rd.number_or("mscale", 0), mall = rd.number_or("mscale_all_dim", 0);
-            r.attention_factor = (m != 0 && mall != 0) ? mscale(r.factor, m) / mscale(r.factor, mall)
-                                                       : mscale(r.factor, 1);
+            r.attention_factor = (m != 0 && mall != 0)
+                                     ? mscale(r.factor, m) / mscale(r.factor, mall)
+                                     : mscale(r.factor, 1);
         }
     }
     return r;
@@ -143,11 +157,13 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& source) {
     if (mt == "olmo_hybrid" || mt == "olmo3_5_hybrid") {
         c.model_type = ModelType::olmo_hybrid;
         if (!rd.boolean_or("linear_use_gate", true))
-            rd.bad("linear_use_gate", "must be true (no other value exists in released checkpoints)");
+            rd.bad("linear_use_gate",
+                   "must be true (no other value exists in released checkpoints)");
     } else if (mt == "olmo3") {
         c.model_type = ModelType::olmo3;
     } else {
-        fail("[config] ", source, ": unsupported model_type \"", mt, "\" (supported: olmo_hybrid, olmo3)");
+        fail("[config] ", source, ": unsupported model_type \"", mt,
+             "\" (supported: olmo_hybrid, olmo3)");
     }
     const bool hybrid = c.model_type == ModelType::olmo_hybrid;
 
@@ -165,7 +181,8 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& source) {
         c.head_dim = rd.positive("head_dim");
     } else {
         if (c.hidden_size % c.num_attention_heads != 0)
-            rd.bad("hidden_size", "must be a multiple of num_attention_heads when head_dim is absent");
+            rd.bad("hidden_size",
+                   "must be a multiple of num_attention_heads when head_dim is absent");
         c.head_dim = c.hidden_size / c.num_attention_heads;
     }
     c.max_position_embeddings = rd.positive_or("max_position_embeddings", hybrid ? 65536 : 2048);
@@ -173,7 +190,8 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& source) {
     if (!(c.rms_norm_eps > 0)) rd.bad("rms_norm_eps", "must be positive");
     c.tie_word_embeddings = rd.boolean_or("tie_word_embeddings", false);
     if (rd.string_or("hidden_act", "silu") != "silu")
-        rd.bad("hidden_act", "\"" + rd.string_or("hidden_act", "") + "\" is not supported (only silu)");
+        rd.bad("hidden_act",
+               "\"" + rd.string_or("hidden_act", "") + "\" is not supported (only silu)");
     if (rd.boolean_or("attention_bias", false)) rd.bad("attention_bias", "true is not supported");
     if (rd.boolean_or("mlp_bias", false)) rd.bad("mlp_bias", "true is not supported");
 
@@ -193,42 +211,52 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& source) {
             } else if (s == "linear_attention" && hybrid) {
                 c.layer_types.push_back(LayerType::linear_attention);
             } else {
-                rd.bad("layer_types", "contains unsupported value " + (t.is_string() ? "\"" + s + "\"" : s) +
+                rd.bad("layer_types", "contains unsupported value " +
+                                          (t.is_string() ? "\"" + s + "\"" : s) +
                                           " for model_type " + mt);
             }
         }
     } else {
         for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
             if (hybrid)
-                c.layer_types.push_back(i % 4 == 3 ? LayerType::full_attention : LayerType::linear_attention);
+                c.layer_types.push_back(i % 4 == 3 ? LayerType::full_attention
+                                                   : LayerType::linear_attention);
             else
                 c.layer_types.push_back((i + 1) % 4 != 0 ? LayerType::sliding_attention
                                                          : LayerType::full_attention);
         }
         // HF makes the last layer attention when the pattern would have none.
-        if (hybrid && c.num_attention_layers_in(c.layer_types) == 0) c.layer_types.back() = LayerType::full_attention;
+        if (hybrid && c.num_attention_layers_in(c.layer_types) == 0)
+            c.layer_types.back() = LayerType::full_attention;
     }
     const bool any_sliding =
         std::count(c.layer_types.begin(), c.layer_types.end(), LayerType::sliding_attention) > 0;
     if (any_sliding) {
         c.sliding_window = rd.has("sliding_window") ? rd.positive("sliding_window") : 0;
-        if (c.sliding_window == 0) rd.bad("sliding_window", "is required by sliding_attention layers");
+        if (c.sliding_window == 0)
+            rd.bad("sliding_window", "is required by sliding_attention layers");
     }
 
-    // RoPE: rope_parameters (one dict, or one per layer type), or the legacy rope_theta + rope_scaling.
+    // RoPE: rope_parameters (one dict, or one per layer type), or the legacy rope_theta +
+    // rope_scaling.
     if (j.contains("rope_parameters")) {
         const json& rp = j["rope_parameters"];
-        const bool per_type = rp.is_object() && (rp.contains("full_attention") || rp.contains("sliding_attention"));
+        const bool per_type =
+            rp.is_object() && (rp.contains("full_attention") || rp.contains("sliding_attention"));
         if (per_type && hybrid)
-            rd.bad("rope_parameters", "must be one dict for olmo_hybrid (HF applies a single RoPE to its "
-                                      "full-attention layers), got per-layer-type dicts");
+            rd.bad("rope_parameters",
+                   "must be one dict for olmo_hybrid (HF applies a single RoPE to its "
+                   "full-attention layers), got per-layer-type dicts");
         if (per_type) {
-            c.rope_full = parse_rope(rp.value("full_attention", json()), source + ": rope_parameters.full_attention",
-                                     c.max_position_embeddings);
+            c.rope_full =
+                parse_rope(rp.value("full_attention", json()),
+                           source + ": rope_parameters.full_attention", c.max_position_embeddings);
             c.rope_sliding = parse_rope(rp.value("sliding_attention", json()),
-                                        source + ": rope_parameters.sliding_attention", c.max_position_embeddings);
+                                        source + ": rope_parameters.sliding_attention",
+                                        c.max_position_embeddings);
         } else {
-            c.rope_full = c.rope_sliding = parse_rope(rp, source + ": rope_parameters", c.max_position_embeddings);
+            c.rope_full = c.rope_sliding =
+                parse_rope(rp, source + ": rope_parameters", c.max_position_embeddings);
         }
     } else if (rd.has("rope_theta")) {
         json base = {{"rope_type", "default"}, {"rope_theta", j["rope_theta"]}};
@@ -239,7 +267,8 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& source) {
             full = j["rope_scaling"];
             full["rope_theta"] = j["rope_theta"];
         }
-        // Olmo 3 applies rope_scaling to its full-attention layers only; sliding layers use plain RoPE.
+        // Olmo 3 applies rope_scaling to its full-attention layers only; sliding layers use plain
+        // RoPE.
         c.rope_full = parse_rope(full, source + ": rope_scaling", c.max_position_embeddings);
     } else if (!hybrid) {
         fail("[config] ", source, ": olmo3 needs \"rope_parameters\" or \"rope_theta\"");
@@ -248,12 +277,15 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& source) {
         if (r->enabled && c.head_dim % 2 != 0) rd.bad("head_dim", "must be even for RoPE");
 
     if (hybrid) {
-        // HF defaults: heads = num_attention_heads, D_k = int(0.75·hidden / key heads), D_v = 2·D_k.
+        // HF defaults: heads = num_attention_heads, D_k = int(0.75·hidden / key heads), D_v =
+        // 2·D_k.
         c.linear_num_key_heads = rd.positive_or("linear_num_key_heads", c.num_attention_heads);
         c.linear_num_value_heads = rd.positive_or("linear_num_value_heads", c.num_attention_heads);
         c.linear_key_head_dim =
-            rd.positive_or("linear_key_head_dim", int64_t(0.75 * double(c.hidden_size) / double(c.linear_num_key_heads)));
-        c.linear_value_head_dim = rd.positive_or("linear_value_head_dim", 2 * c.linear_key_head_dim);
+            rd.positive_or("linear_key_head_dim",
+                           int64_t(0.75 * double(c.hidden_size) / double(c.linear_num_key_heads)));
+        c.linear_value_head_dim =
+            rd.positive_or("linear_value_head_dim", 2 * c.linear_key_head_dim);
         if (c.linear_key_head_dim <= 0) rd.bad("linear_key_head_dim", "must be positive");
         c.linear_conv_kernel_dim = rd.positive_or("linear_conv_kernel_dim", 4);
         c.linear_allow_neg_eigval = rd.boolean_or("linear_allow_neg_eigval", true);
@@ -276,7 +308,8 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& source) {
             c.eos_token_ids.push_back(e.get<int64_t>());
         } else if (e.is_array()) {
             for (const auto& x : e) {
-                if (!x.is_number_integer()) rd.bad("eos_token_id", "must be an integer or a list of integers");
+                if (!x.is_number_integer())
+                    rd.bad("eos_token_id", "must be an integer or a list of integers");
                 c.eos_token_ids.push_back(x.get<int64_t>());
             }
         } else {
@@ -304,7 +337,9 @@ ModelConfig ModelConfig::from_file(const std::string& path_in) {
     return from_json(j, path.string());
 }
 
-json ModelConfig::to_json() const { return raw; }
+json ModelConfig::to_json() const {
+    return raw;
+}
 
 int64_t ModelConfig::num_gdn_layers() const {
     return std::count(layer_types.begin(), layer_types.end(), LayerType::linear_attention);
@@ -315,24 +350,27 @@ bool ModelConfig::is_eos(int64_t id) const {
 }
 
 std::string ModelConfig::summary() const {
-    std::string s = cat("model_type ", model_type == ModelType::olmo_hybrid ? "olmo_hybrid" : "olmo3",
-                        ", hidden ", hidden_size, ", layers ", num_hidden_layers, ", vocab ", vocab_size,
-                        ", MLP ", intermediate_size, "\n");
-    s += cat("attention: ", num_attention_heads, " heads x ", head_dim, ", kv heads ", num_key_value_heads,
-             ", rope ", rope_full.enabled ? rope_full.rope_type + " theta " + std::to_string(rope_full.rope_theta)
-                                          : std::string("none"));
+    std::string s =
+        cat("model_type ", model_type == ModelType::olmo_hybrid ? "olmo_hybrid" : "olmo3",
+            ", hidden ", hidden_size, ", layers ", num_hidden_layers, ", vocab ", vocab_size,
+            ", MLP ", intermediate_size, "\n");
+    s += cat("attention: ", num_attention_heads, " heads x ", head_dim, ", kv heads ",
+             num_key_value_heads, ", rope ",
+             rope_full.enabled
+                 ? rope_full.rope_type + " theta " + std::to_string(rope_full.rope_theta)
+                 : std::string("none"));
     if (sliding_window) s += cat(", sliding window ", sliding_window);
     s += "\n";
     if (model_type == ModelType::olmo_hybrid)
-        s += cat("gated deltanet: ", linear_num_key_heads, " key heads x ", linear_key_head_dim, ", ",
-                 linear_num_value_heads, " value heads x ", linear_value_head_dim, ", conv ",
-                 linear_conv_kernel_dim, ", negative eigenvalues ", linear_allow_neg_eigval ? "on" : "off",
-                 "\n");
+        s += cat("gated deltanet: ", linear_num_key_heads, " key heads x ", linear_key_head_dim,
+                 ", ", linear_num_value_heads, " value heads x ", linear_value_head_dim, ", conv ",
+                 linear_conv_kernel_dim, ", negative eigenvalues ",
+                 linear_allow_neg_eigval ? "on" : "off", "\n");
     s += "layers: ";
     for (int64_t i = 0; i < num_hidden_layers; ++i)
-        s += layer_types[i] == LayerType::linear_attention ? 'G'
+        s += layer_types[i] == LayerType::linear_attention    ? 'G'
              : layer_types[i] == LayerType::sliding_attention ? 'S'
-                                                               : 'A';
+                                                              : 'A';
     s += "  (G = gated deltanet, A = full attention, S = sliding attention)";
     return s;
 }

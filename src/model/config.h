@@ -1,5 +1,6 @@
-// ModelConfig: the HF config.json of an `olmo_hybrid` or `olmo3` checkpoint, with the keys that change the
-// math read verbatim (field names are the HF key names) and every unsupported value rejected by name.
+// ModelConfig: the HF config.json of an `olmo_hybrid` or `olmo3` checkpoint, with the keys that
+// change the math read verbatim (field names are the HF key names) and every unsupported value
+// rejected by name.
 #pragma once
 
 #include <cstdint>
@@ -67,15 +68,18 @@ struct ModelConfig {
 
     nlohmann::json raw;  // the file as read, written back with saved checkpoints
 
-    static ModelConfig from_json(const nlohmann::json& j, const std::string& source = "config.json");
+    static ModelConfig from_json(const nlohmann::json& j,
+                                 const std::string& source = "config.json");
     static ModelConfig from_file(const std::string& path);  // a config.json or a folder holding one
     nlohmann::json to_json() const;
 
     // Derived sizes (NOTATION.md letters).
-    int64_t key_dim() const { return linear_num_key_heads * linear_key_head_dim; }      // H_k·D_k
+    int64_t key_dim() const { return linear_num_key_heads * linear_key_head_dim; }  // H_k·D_k
     int64_t value_dim() const { return linear_num_value_heads * linear_value_head_dim; }  // H·D_v
     int64_t conv_dim() const { return 2 * key_dim() + value_dim(); }
-    bool is_attention(int64_t layer) const { return layer_types[layer] != LayerType::linear_attention; }
+    bool is_attention(int64_t layer) const {
+        return layer_types[layer] != LayerType::linear_attention;
+    }
     int64_t num_gdn_layers() const;
     static int64_t num_attention_layers_in(const std::vector<LayerType>& types) {
         int64_t n = 0;

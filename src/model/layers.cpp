@@ -1,4 +1,5 @@
-// Forward pass of the attention and Gated DeltaNet layers (spec §2.2-2.6), one statement per equation.
+// Forward pass of the attention and Gated DeltaNet layers (spec §2.2-2.6), one statement per
+// equation.
 #include <cmath>
 #include <vector>
 
@@ -8,11 +9,13 @@
 namespace olmo {
 
 namespace {
-// Below this many new tokens the recurrent form is used (decode, short continuations); above, chunks.
+// Below this many new tokens the recurrent form is used (decode, short continuations); above,
+// chunks.
 constexpr int64_t kChunkedMinTokens = 16;
 }  // namespace
 
-BatchInfo make_batch_info(Arena& arena, int64_t B, int64_t T, const std::vector<int64_t>* lengths, int64_t slot0) {
+BatchInfo make_batch_info(Arena& arena, int64_t B, int64_t T, const std::vector<int64_t>* lengths,
+                          int64_t slot0) {
     BatchInfo bt;
     bt.B = B;
     bt.T = T;
@@ -30,7 +33,8 @@ BatchInfo make_batch_info(Arena& arena, int64_t B, int64_t T, const std::vector<
     return bt;
 }
 
-void mask_documents(BatchInfo& bt, const std::vector<int32_t>& ids, int32_t separator, Arena& arena) {
+void mask_documents(BatchInfo& bt, const std::vector<int32_t>& ids, int32_t separator,
+                    Arena& arena) {
     OLMO_CHECK(int64_t(ids.size()) == bt.N, "mask_documents: ids do not match the batch");
     bt.segments.clear();
     std::vector<int32_t> positions(bt.N);
@@ -67,9 +71,10 @@ static MlpActs plan_mlp(Arena& arena, const ModelConfig& c, int64_t N, DType dt,
     return m;
 }
 
-AttnActs plan_attention_acts(Arena& arena, const ModelConfig& c, int64_t B, int64_t T, DType dt, bool keep) {
-    const int64_t N = B * T, C = c.hidden_size, Hq = c.num_attention_heads, Hkv = c.num_key_value_heads,
-                  D = c.head_dim;
+AttnActs plan_attention_acts(Arena& arena, const ModelConfig& c, int64_t B, int64_t T, DType dt,
+                             bool keep) {
+    const int64_t N = B * T, C = c.hidden_size, Hq = c.num_attention_heads,
+                  Hkv = c.num_key_value_heads, D = c.head_dim;
     AttnActs a;
     a.q_raw = arena.alloc(dt, {N, Hq * D});
     a.k_raw = arena.alloc(dt, {N, Hkv * D});
@@ -79,7 +84,8 @@ AttnActs plan_attention_acts(Arena& arena, const ModelConfig& c, int64_t B, int6
     a.attn = arena.alloc(dt, {B, T, Hq, D});
     a.o_raw = arena.alloc(dt, {N, C});
     a.o = keep ? arena.alloc(dt, {N, C}) : a.o_raw;
-    a.h_mid = keep ? arena.alloc(dt, {N, C}) : Tensor();  // inference: the residual is updated in place
+    a.h_mid =
+        keep ? arena.alloc(dt, {N, C}) : Tensor();  // inference: the residual is updated in place
     a.mlp = plan_mlp(arena, c, N, dt, keep);
     a.m_raw = a.o_raw;  // the attention output is dead once added to the residual
     a.m = a.o;
@@ -90,9 +96,12 @@ AttnActs plan_attention_acts(Arena& arena, const ModelConfig& c, int64_t B, int6
     return a;
 }
 
-GdnActs plan_gdn_acts(Arena& arena, const ModelConfig& c, int64_t B, int64_t T, DType dt, bool keep) {
-    const int64_t N = B * T, C = c.hidden_size, Hk = c.linear_num_key_heads, H = c.linear_num_value_heads;
-    const int64_t Dk = c.linear_key_head_dim, Dv = c.linear_value_head_dim, Kd = c.key_dim(), Vd = c.value_dim();
+GdnActs plan_gdn_acts(Arena& arena, const ModelConfig& c, int64_t B, int64_t T, DType dt,
+                      bool keep) {
+    const int64_t N = B * T, C = c.hidden_size, Hk = c.linear_num_key_heads,
+                  H = c.linear_num_value_heads;
+    const int64_t Dk = c.linear_key_head_dim, Dv = c.linear_value_head_dim, Kd = c.key_dim(),
+                  Vd = c.value_dim();
     GdnActs a;
     a.x = arena.alloc(dt, {N, C});
     a.q_pre = arena.alloc(dt, {B, T, Kd});
@@ -121,10 +130,11 @@ GdnActs plan_gdn_acts(Arena& arena, const ModelConfig& c, int64_t B, int64_t T, 
     return a;
 }
 
-// outs[s] = x · w[s]ᵀ for several weights (x [N, I], outs [N, O_s]): one pass over them when the weights table placed them next to
-// each other in memory (q|k|v|a|b|g of a GDN layer, q|k|v of attention, gate|up of the MLP), else one
-// product each.
-static void project(const Tensor& x, std::initializer_list<std::pair<Tensor, Tensor>> outs_and_weights) {
+// outs[s] = x · w[s]ᵀ for several weights (x [N, I], outs [N, O_s]): one pass over them when the
+// weights table placed them next to each other in memory (q|k|v|a|b|g of a GDN layer, q|k|v of
+// attention, gate|up of the MLP), else one product each.
+static void project(const Tensor& x,
+                    std::initializer_list<std::pair<Tensor, Tensor>> outs_and_weights) {
     std::vector<Tensor> outs;
     int64_t rows = 0;
     bool adjacent = true;
@@ -151,22 +161,25 @@ static void mlp_forward(const Tensor& out, const Tensor& x, const MlpActs& m, co
     ops::matmul(out, m.act, w.down_proj, accumulate);
 }
 
-void attention_layer_forward(const Tensor& h_out, const Tensor& h_in, const AttnActs& a, int64_t layer,
-                             const Model& model, InferenceState* state, int64_t slot0, const BatchInfo& bt) {
+void attention_layer_forward(const Tensor& h_out, const Tensor& h_in, const AttnActs& a,
+                             int64_t layer, const Model& model, InferenceState* state,
+                             int64_t slot0, const BatchInfo& bt) {
     const ModelConfig& c = model.config();
     const AttentionWeights& w = model.w().layers[layer].attn;
-    const int64_t B = bt.B, T = bt.T, N = bt.N, Hq = c.num_attention_heads, Hkv = c.num_key_value_heads,
-                  D = c.head_dim;
+    const int64_t B = bt.B, T = bt.T, N = bt.N, Hq = c.num_attention_heads,
+                  Hkv = c.num_key_value_heads, D = c.head_dim;
     const float eps = float(c.rms_norm_eps);
-    project(h_in, {{a.q_raw, w.q_proj}, {a.k_raw, w.k_proj}, {a.v.reshape({N, Hkv * D}), w.v_proj}});  // (2.4.1)
-    ops::rmsnorm(a.q.reshape({N, Hq * D}), a.q_raw, w.q_norm, eps);      // QK-norm, full width (2.4.2)
+    project(h_in, {{a.q_raw, w.q_proj},
+                   {a.k_raw, w.k_proj},
+                   {a.v.reshape({N, Hkv * D}), w.v_proj}});          // (2.4.1)
+    ops::rmsnorm(a.q.reshape({N, Hq * D}), a.q_raw, w.q_norm, eps);  // QK-norm, full width (2.4.2)
     ops::rmsnorm(a.k.reshape({N, Hkv * D}), a.k_raw, w.k_norm, eps);
     const RopeConfig& rope = c.rope_for(layer);
-    if (rope.enabled) {                                                  // (2.4.4)
-        ops::rope(a.q.reshape({N, Hq, D}), a.q.reshape({N, Hq, D}), bt.positions, model.inv_freq(layer),
-                  rope.attention_scaling());
-        ops::rope(a.k.reshape({N, Hkv, D}), a.k.reshape({N, Hkv, D}), bt.positions, model.inv_freq(layer),
-                  rope.attention_scaling());
+    if (rope.enabled) {  // (2.4.4)
+        ops::rope(a.q.reshape({N, Hq, D}), a.q.reshape({N, Hq, D}), bt.positions,
+                  model.inv_freq(layer), rope.attention_scaling());
+        ops::rope(a.k.reshape({N, Hkv, D}), a.k.reshape({N, Hkv, D}), bt.positions,
+                  model.inv_freq(layer), rope.attention_scaling());
     }
     Tensor k_all = a.k, v_all = a.v;
     if (state) {
@@ -178,26 +191,27 @@ void attention_layer_forward(const Tensor& h_out, const Tensor& h_in, const Attn
     }
     const float scale = 1.0f / std::sqrt(float(D));
     if (bt.segments.empty()) {
-        ops::attention(a.attn, a.q, k_all, v_all, bt.kv_lens, c.window_for(layer), scale);  // (2.4.5)
+        ops::attention(a.attn, a.q, k_all, v_all, bt.kv_lens, c.window_for(layer),
+                       scale);  // (2.4.5)
     } else {
         OLMO_CHECK(!state, "document masking is for training (no decoding state)");
         for (const Segment& s : bt.segments)
-            ops::attention(segment_view(a.attn, s), segment_view(a.q, s), segment_view(a.k, s), segment_view(a.v, s),
-                           s.kv_len, c.window_for(layer), scale);
+            ops::attention(segment_view(a.attn, s), segment_view(a.q, s), segment_view(a.k, s),
+                           segment_view(a.v, s), s.kv_len, c.window_for(layer), scale);
     }
-    ops::matmul(a.o_raw, a.attn.reshape({N, Hq * D}), w.o_proj);         // (2.4.6)
+    ops::matmul(a.o_raw, a.attn.reshape({N, Hq * D}), w.o_proj);  // (2.4.6)
     ops::rmsnorm(a.o, a.o_raw, w.post_attention_layernorm, eps);
     const Tensor h_mid = a.h_mid.empty() ? h_out : a.h_mid;
-    ops::add(h_mid, h_in, a.o);                                          // h = r + RMSNorm_pa(attn(r))
+    ops::add(h_mid, h_in, a.o);  // h = r + RMSNorm_pa(attn(r))
     mlp_forward(a.m_raw, h_mid, a.mlp, model.w().layers[layer].mlp);
     ops::rmsnorm(a.m, a.m_raw, w.post_feedforward_layernorm, eps);
-    ops::add(h_out, h_mid, a.m);                                         // h = r + RMSNorm_pf(mlp(r))
+    ops::add(h_out, h_mid, a.m);  // h = r + RMSNorm_pf(mlp(r))
     (void)T;
 }
 
 void gdn_layer_forward(const Tensor& h_out, const Tensor& h_in, const GdnActs& a, int64_t layer,
-                       const Model& model, InferenceState* state, int64_t slot0, const BatchInfo& bt,
-                       Arena& arena) {
+                       const Model& model, InferenceState* state, int64_t slot0,
+                       const BatchInfo& bt, Arena& arena) {
     const ModelConfig& c = model.config();
     const GdnWeights& w = model.w().layers[layer].gdn;
     const int64_t B = bt.B, T = bt.T, N = bt.N;
@@ -205,8 +219,12 @@ void gdn_layer_forward(const Tensor& h_out, const Tensor& h_in, const GdnActs& a
     const int64_t Dk = c.linear_key_head_dim, Dv = c.linear_value_head_dim, Vd = c.value_dim();
     ops::rmsnorm(a.x, h_in, w.input_layernorm, float(c.rms_norm_eps));  // x = RMSNorm_in(h)
     // q̃, k̃, ṽ, decay input a, write-strength input b, output gate z                     (2.6.1)
-    project(a.x, {{a.q_pre.reshape({N, -1}), w.q_proj}, {a.k_pre.reshape({N, -1}), w.k_proj},
-                  {a.v_pre.reshape({N, -1}), w.v_proj}, {a.a, w.a_proj}, {a.b, w.b_proj}, {a.z, w.g_proj}});
+    project(a.x, {{a.q_pre.reshape({N, -1}), w.q_proj},
+                  {a.k_pre.reshape({N, -1}), w.k_proj},
+                  {a.v_pre.reshape({N, -1}), w.v_proj},
+                  {a.a, w.a_proj},
+                  {a.b, w.b_proj},
+                  {a.z, w.g_proj}});
     Tensor conv_q, conv_k, conv_v, S;
     if (state) {
         InferenceState::Layer& st = state->layers[layer];
@@ -219,33 +237,37 @@ void gdn_layer_forward(const Tensor& h_out, const Tensor& h_in, const GdnActs& a
         ops::fill(S, 0.0f);
     }
     if (bt.segments.empty()) {
-        ops::conv1d_silu(a.q_conv, a.q_pre, w.conv_q, conv_q);           // silu(conv4(q̃))   (2.6.2)
+        ops::conv1d_silu(a.q_conv, a.q_pre, w.conv_q, conv_q);  // silu(conv4(q̃))   (2.6.2)
         ops::conv1d_silu(a.k_conv, a.k_pre, w.conv_k, conv_k);
         ops::conv1d_silu(a.v_conv, a.v_pre, w.conv_v, conv_v);
     } else {  // each document starts with an empty conv history
         OLMO_CHECK(!state, "document masking is for training (no decoding state)");
         for (const Segment& s : bt.segments) {
-            ops::conv1d_silu(segment_view(a.q_conv, s), segment_view(a.q_pre, s), w.conv_q, Tensor());
-            ops::conv1d_silu(segment_view(a.k_conv, s), segment_view(a.k_pre, s), w.conv_k, Tensor());
-            ops::conv1d_silu(segment_view(a.v_conv, s), segment_view(a.v_pre, s), w.conv_v, Tensor());
+            ops::conv1d_silu(segment_view(a.q_conv, s), segment_view(a.q_pre, s), w.conv_q,
+                             Tensor());
+            ops::conv1d_silu(segment_view(a.k_conv, s), segment_view(a.k_pre, s), w.conv_k,
+                             Tensor());
+            ops::conv1d_silu(segment_view(a.v_conv, s), segment_view(a.v_pre, s), w.conv_v,
+                             Tensor());
         }
     }
     ops::l2norm(a.q.reshape({N * Hk, Dk}), a.q_conv.reshape({N * Hk, Dk}), kL2NormEps,
-                1.0f / std::sqrt(float(Dk)));                            // q̂ = q/‖q‖·Dk^-½   (2.6.6)
+                1.0f / std::sqrt(float(Dk)));  // q̂ = q/‖q‖·Dk^-½   (2.6.6)
     ops::l2norm(a.k.reshape({N * Hk, Dk}), a.k_conv.reshape({N * Hk, Dk}), kL2NormEps, 1.0f);
-    if (H != Hk) {                                                       // GVA (2.6.3)
+    if (H != Hk) {  // GVA (2.6.3)
         ops::repeat_heads(a.q_rep.reshape({N, H, Dk}), a.q.reshape({N, Hk, Dk}));
         ops::repeat_heads(a.k_rep.reshape({N, H, Dk}), a.k.reshape({N, Hk, Dk}));
     }
     ops::gdn_gates(a.g.reshape({N, H}), a.beta.reshape({N, H}), a.a, a.b, w.A_log, w.dt_bias,
-                   c.linear_allow_neg_eigval);                           // g, β            (2.6.4-5)
+                   c.linear_allow_neg_eigval);  // g, β            (2.6.4-5)
     const Tensor v = a.v_conv.reshape({B, T, H, Dv});
-    if (!bt.segments.empty()) {                                          // S_t, o_t          (2.6.7)
+    if (!bt.segments.empty()) {                 // S_t, o_t          (2.6.7)
         for (const Segment& s : bt.segments) {  // each document from a zero state
             Tensor S0 = arena.alloc(DType::f32, {1, H, Dk, Dv});
             ops::fill(S0, 0.0f);
-            ops::gdn_chunked(segment_view(a.o, s), S0, segment_view(a.q_rep, s), segment_view(a.k_rep, s),
-                             segment_view(v, s), segment_view(a.g, s), segment_view(a.beta, s));
+            ops::gdn_chunked(segment_view(a.o, s), S0, segment_view(a.q_rep, s),
+                             segment_view(a.k_rep, s), segment_view(v, s), segment_view(a.g, s),
+                             segment_view(a.beta, s));
         }
     } else if (T >= kChunkedMinTokens || !state) {
         ops::gdn_chunked(a.o, S, a.q_rep, a.k_rep, v, a.g, a.beta);
@@ -253,13 +275,13 @@ void gdn_layer_forward(const Tensor& h_out, const Tensor& h_in, const GdnActs& a
         ops::gdn_recurrent(a.o, S, a.q_rep, a.k_rep, v, a.g, a.beta);
     }
     ops::rmsnorm_gated(a.y, a.o.reshape({N * H, Dv}), a.z.reshape({N * H, Dv}), w.o_norm,
-                       kGdnNormEps);                                     // RMSNorm(o) ⊙ silu(z) (2.6.8)
+                       kGdnNormEps);  // RMSNorm(o) ⊙ silu(z) (2.6.8)
     // h = r + GDN(RMSNorm_in(r)); h = r + MLP(RMSNorm_pa(r)). In place (inference) the products add
     // straight into the residual stream; for training the intermediates are kept.
     const bool in_place = a.h_mid.empty() && h_out.data == h_in.data;
     const Tensor h_mid = a.h_mid.empty() ? h_out : a.h_mid;
     if (in_place) {
-        ops::matmul(h_mid, a.y.reshape({N, Vd}), w.o_proj, true);     // (2.6.9)
+        ops::matmul(h_mid, a.y.reshape({N, Vd}), w.o_proj, true);  // (2.6.9)
     } else {
         ops::matmul(a.out, a.y.reshape({N, Vd}), w.o_proj);
         ops::add(h_mid, h_in, a.out);

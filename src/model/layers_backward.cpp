@@ -1,5 +1,5 @@
-// Backward pass of the attention and Gated DeltaNet layers: the forward of layers.cpp read bottom-up,
-// each statement the adjoint of one forward statement (parameter gradients accumulate).
+// Backward pass of the attention and Gated DeltaNet layers: the forward of layers.cpp read
+// bottom-up, each statement the adjoint of one forward statement (parameter gradients accumulate).
 #include <cmath>
 
 #include "model/layers.h"
@@ -10,8 +10,8 @@ namespace olmo {
 namespace {
 
 // d_x (+)= grads of the SwiGLU MLP out = down(silu(gate(x)) ⊙ up(x)); weight grads accumulate.
-void mlp_backward(const Tensor& d_x, bool accumulate, const Tensor& d_out, const Tensor& x, const MlpActs& m,
-                  const MlpWeights& w, MlpWeights& g, Arena& arena) {
+void mlp_backward(const Tensor& d_x, bool accumulate, const Tensor& d_out, const Tensor& x,
+                  const MlpActs& m, const MlpWeights& w, MlpWeights& g, Arena& arena) {
     const int64_t N = x.size(0), F = m.gate.size(1);
     const DType dt = x.dtype;
     ops::matmul_backward_weight(g.down_proj, d_out, m.act);
@@ -27,14 +27,14 @@ void mlp_backward(const Tensor& d_x, bool accumulate, const Tensor& d_out, const
 
 }  // namespace
 
-void attention_layer_backward(const Tensor& d_in, const Tensor& d_out, const Tensor& h_in, const AttnActs& a,
-                              int64_t layer, const Model& model, const BatchInfo& bt, Weights& grads,
-                              Arena& arena) {
+void attention_layer_backward(const Tensor& d_in, const Tensor& d_out, const Tensor& h_in,
+                              const AttnActs& a, int64_t layer, const Model& model,
+                              const BatchInfo& bt, Weights& grads, Arena& arena) {
     const ModelConfig& c = model.config();
     const AttentionWeights& w = model.w().layers[layer].attn;
     AttentionWeights& g = grads.layers[layer].attn;
-    const int64_t N = bt.N, C = c.hidden_size, Hq = c.num_attention_heads, Hkv = c.num_key_value_heads,
-                  D = c.head_dim;
+    const int64_t N = bt.N, C = c.hidden_size, Hq = c.num_attention_heads,
+                  Hkv = c.num_key_value_heads, D = c.head_dim;
     const float eps = float(c.rms_norm_eps);
     const DType dt = h_in.dtype;
     const size_t mark = arena.mark();
@@ -43,11 +43,14 @@ void attention_layer_backward(const Tensor& d_in, const Tensor& d_out, const Ten
     Tensor d_mid = arena.alloc(dt, {N, C});
     copy_tensor(d_mid, d_out);
     Tensor d_m_raw = arena.alloc(dt, {N, C});
-    ops::rmsnorm_backward(d_m_raw, g.post_feedforward_layernorm, d_out, a.m_raw, w.post_feedforward_layernorm, eps);
-    mlp_backward(d_mid, true, d_m_raw, a.h_mid, a.mlp, model.w().layers[layer].mlp, grads.layers[layer].mlp, arena);
+    ops::rmsnorm_backward(d_m_raw, g.post_feedforward_layernorm, d_out, a.m_raw,
+                          w.post_feedforward_layernorm, eps);
+    mlp_backward(d_mid, true, d_m_raw, a.h_mid, a.mlp, model.w().layers[layer].mlp,
+                 grads.layers[layer].mlp, arena);
     // h_mid = h_in + RMSNorm_pa(o_proj(attn))
     Tensor d_o_raw = arena.alloc(dt, {N, C});
-    ops::rmsnorm_backward(d_o_raw, g.post_attention_layernorm, d_mid, a.o_raw, w.post_attention_layernorm, eps);
+    ops::rmsnorm_backward(d_o_raw, g.post_attention_layernorm, d_mid, a.o_raw,
+                          w.post_attention_layernorm, eps);
     ops::matmul_backward_weight(g.o_proj, d_o_raw, a.attn.reshape({N, Hq * D}));
     Tensor d_attn = arena.alloc(dt, {bt.B, bt.T, Hq, D});
     ops::matmul_backward_input(d_attn.reshape({N, Hq * D}), d_o_raw, w.o_proj, false);
@@ -58,16 +61,17 @@ void attention_layer_backward(const Tensor& d_in, const Tensor& d_out, const Ten
         ops::attention_backward(d_q, d_k, d_v, d_attn, a.q, a.k, a.v, c.window_for(layer), scale);
     } else {
         for (const Segment& s : bt.segments)
-            ops::attention_backward(segment_view(d_q, s), segment_view(d_k, s), segment_view(d_v, s),
-                                    segment_view(d_attn, s), segment_view(a.q, s), segment_view(a.k, s),
+            ops::attention_backward(segment_view(d_q, s), segment_view(d_k, s),
+                                    segment_view(d_v, s), segment_view(d_attn, s),
+                                    segment_view(a.q, s), segment_view(a.k, s),
                                     segment_view(a.v, s), c.window_for(layer), scale);
     }
     const RopeConfig& rope = c.rope_for(layer);
     if (rope.enabled) {
-        ops::rope_backward(d_q.reshape({N, Hq, D}), d_q.reshape({N, Hq, D}), bt.positions, model.inv_freq(layer),
-                           rope.attention_scaling());
-        ops::rope_backward(d_k.reshape({N, Hkv, D}), d_k.reshape({N, Hkv, D}), bt.positions, model.inv_freq(layer),
-                           rope.attention_scaling());
+        ops::rope_backward(d_q.reshape({N, Hq, D}), d_q.reshape({N, Hq, D}), bt.positions,
+                           model.inv_freq(layer), rope.attention_scaling());
+        ops::rope_backward(d_k.reshape({N, Hkv, D}), d_k.reshape({N, Hkv, D}), bt.positions,
+                           model.inv_freq(layer), rope.attention_scaling());
     }
     Tensor d_q_raw = arena.alloc(dt, {N, Hq * D}), d_k_raw = arena.alloc(dt, {N, Hkv * D});
     ops::rmsnorm_backward(d_q_raw, g.q_norm, d_q.reshape({N, Hq * D}), a.q_raw, w.q_norm, eps);
@@ -82,14 +86,16 @@ void attention_layer_backward(const Tensor& d_in, const Tensor& d_out, const Ten
     arena.rewind(mark);
 }
 
-void gdn_layer_backward(const Tensor& d_in, const Tensor& d_out, const Tensor& h_in, const GdnActs& a,
-                        int64_t layer, const Model& model, const BatchInfo& bt, Weights& grads, Arena& arena) {
+void gdn_layer_backward(const Tensor& d_in, const Tensor& d_out, const Tensor& h_in,
+                        const GdnActs& a, int64_t layer, const Model& model, const BatchInfo& bt,
+                        Weights& grads, Arena& arena) {
     const ModelConfig& c = model.config();
     const GdnWeights& w = model.w().layers[layer].gdn;
     GdnWeights& g = grads.layers[layer].gdn;
     const int64_t B = bt.B, T = bt.T, N = bt.N, C = c.hidden_size;
     const int64_t Hk = c.linear_num_key_heads, H = c.linear_num_value_heads;
-    const int64_t Dk = c.linear_key_head_dim, Dv = c.linear_value_head_dim, Kd = c.key_dim(), Vd = c.value_dim();
+    const int64_t Dk = c.linear_key_head_dim, Dv = c.linear_value_head_dim, Kd = c.key_dim(),
+                  Vd = c.value_dim();
     const float eps = float(c.rms_norm_eps);
     const DType dt = h_in.dtype;
     const size_t mark = arena.mark();
@@ -98,9 +104,11 @@ void gdn_layer_backward(const Tensor& d_in, const Tensor& d_out, const Tensor& h
     Tensor d_mid = arena.alloc(dt, {N, C});
     copy_tensor(d_mid, d_out);
     Tensor d_x2 = arena.alloc(dt, {N, C});
-    mlp_backward(d_x2, false, d_out, a.x2, a.mlp, model.w().layers[layer].mlp, grads.layers[layer].mlp, arena);
+    mlp_backward(d_x2, false, d_out, a.x2, a.mlp, model.w().layers[layer].mlp,
+                 grads.layers[layer].mlp, arena);
     Tensor d_norm = arena.alloc(dt, {N, C});
-    ops::rmsnorm_backward(d_norm, g.post_attention_layernorm, d_x2, a.h_mid, w.post_attention_layernorm, eps);
+    ops::rmsnorm_backward(d_norm, g.post_attention_layernorm, d_x2, a.h_mid,
+                          w.post_attention_layernorm, eps);
     ops::add(d_mid, d_mid, d_norm);
     // h_mid = h_in + o_proj(RMSNormGated(o, z))
     ops::matmul_backward_weight(g.o_proj, d_mid, a.y.reshape({N, Vd}));
@@ -108,25 +116,29 @@ void gdn_layer_backward(const Tensor& d_in, const Tensor& d_out, const Tensor& h
     ops::matmul_backward_input(d_y.reshape({N, Vd}), d_mid, w.o_proj, false);
     Tensor d_o = arena.alloc(dt, {B, T, H, Dv}), d_z = arena.alloc(dt, {N, Vd});
     ops::rmsnorm_gated_backward(d_o.reshape({N * H, Dv}), d_z.reshape({N * H, Dv}), g.o_norm, d_y,
-                                a.o.reshape({N * H, Dv}), a.z.reshape({N * H, Dv}), w.o_norm, kGdnNormEps);
+                                a.o.reshape({N * H, Dv}), a.z.reshape({N * H, Dv}), w.o_norm,
+                                kGdnNormEps);
     // o = gated delta rule(q, k, v, g, β) from a zero state
     Tensor d_q_rep = arena.alloc(dt, {B, T, H, Dk}), d_k_rep = arena.alloc(dt, {B, T, H, Dk});
     Tensor d_v = arena.alloc(dt, {B, T, Vd});
     Tensor d_g = arena.alloc(DType::f32, {B, T, H}), d_beta = arena.alloc(DType::f32, {B, T, H});
     if (bt.segments.empty()) {
-        ops::gdn_chunked_backward(d_q_rep, d_k_rep, d_v.reshape({B, T, H, Dv}), d_g, d_beta, Tensor(), d_o, Tensor(),
-                                  a.q_rep, a.k_rep, a.v_conv.reshape({B, T, H, Dv}), a.g, a.beta, Tensor());
+        ops::gdn_chunked_backward(d_q_rep, d_k_rep, d_v.reshape({B, T, H, Dv}), d_g, d_beta,
+                                  Tensor(), d_o, Tensor(), a.q_rep, a.k_rep,
+                                  a.v_conv.reshape({B, T, H, Dv}), a.g, a.beta, Tensor());
     } else {
         const Tensor dv4 = d_v.reshape({B, T, H, Dv}), v4 = a.v_conv.reshape({B, T, H, Dv});
         for (const Segment& s : bt.segments)
-            ops::gdn_chunked_backward(segment_view(d_q_rep, s), segment_view(d_k_rep, s), segment_view(dv4, s),
-                                      segment_view(d_g, s), segment_view(d_beta, s), Tensor(), segment_view(d_o, s),
-                                      Tensor(), segment_view(a.q_rep, s), segment_view(a.k_rep, s),
-                                      segment_view(v4, s), segment_view(a.g, s), segment_view(a.beta, s), Tensor());
+            ops::gdn_chunked_backward(
+                segment_view(d_q_rep, s), segment_view(d_k_rep, s), segment_view(dv4, s),
+                segment_view(d_g, s), segment_view(d_beta, s), Tensor(), segment_view(d_o, s),
+                Tensor(), segment_view(a.q_rep, s), segment_view(a.k_rep, s), segment_view(v4, s),
+                segment_view(a.g, s), segment_view(a.beta, s), Tensor());
     }
     Tensor d_a = arena.alloc(dt, {N, H}), d_b = arena.alloc(dt, {N, H});
-    ops::gdn_gates_backward(d_a, d_b, g.A_log, g.dt_bias, d_g.reshape({N, H}), d_beta.reshape({N, H}), a.a, a.b,
-                            w.A_log, w.dt_bias, c.linear_allow_neg_eigval);
+    ops::gdn_gates_backward(d_a, d_b, g.A_log, g.dt_bias, d_g.reshape({N, H}),
+                            d_beta.reshape({N, H}), a.a, a.b, w.A_log, w.dt_bias,
+                            c.linear_allow_neg_eigval);
     Tensor d_q = d_q_rep, d_k = d_k_rep;
     if (H != Hk) {
         d_q = arena.alloc(dt, {B, T, Hk, Dk});
@@ -135,10 +147,10 @@ void gdn_layer_backward(const Tensor& d_in, const Tensor& d_out, const Tensor& h
         ops::repeat_heads_backward(d_k.reshape({N, Hk, Dk}), d_k_rep.reshape({N, H, Dk}));
     }
     Tensor d_q_conv = arena.alloc(dt, {B, T, Kd}), d_k_conv = arena.alloc(dt, {B, T, Kd});
-    ops::l2norm_backward(d_q_conv.reshape({N * Hk, Dk}), d_q.reshape({N * Hk, Dk}), a.q_conv.reshape({N * Hk, Dk}),
-                         kL2NormEps, 1.0f / std::sqrt(float(Dk)));
-    ops::l2norm_backward(d_k_conv.reshape({N * Hk, Dk}), d_k.reshape({N * Hk, Dk}), a.k_conv.reshape({N * Hk, Dk}),
-                         kL2NormEps, 1.0f);
+    ops::l2norm_backward(d_q_conv.reshape({N * Hk, Dk}), d_q.reshape({N * Hk, Dk}),
+                         a.q_conv.reshape({N * Hk, Dk}), kL2NormEps, 1.0f / std::sqrt(float(Dk)));
+    ops::l2norm_backward(d_k_conv.reshape({N * Hk, Dk}), d_k.reshape({N * Hk, Dk}),
+                         a.k_conv.reshape({N * Hk, Dk}), kL2NormEps, 1.0f);
     Tensor d_q_pre = arena.alloc(dt, {B, T, Kd}), d_k_pre = arena.alloc(dt, {B, T, Kd}),
            d_v_pre = arena.alloc(dt, {B, T, Vd});
     if (bt.segments.empty()) {
@@ -158,9 +170,12 @@ void gdn_layer_backward(const Tensor& d_in, const Tensor& d_out, const Tensor& h
     // The six projections of x = RMSNorm_in(h_in).
     Tensor d_x = arena.alloc(dt, {N, C});
     const std::pair<Tensor, std::pair<const Tensor*, Tensor*>> projections[] = {
-        {d_q_pre.reshape({N, Kd}), {&w.q_proj, &g.q_proj}}, {d_k_pre.reshape({N, Kd}), {&w.k_proj, &g.k_proj}},
-        {d_v_pre.reshape({N, Vd}), {&w.v_proj, &g.v_proj}}, {d_a, {&w.a_proj, &g.a_proj}},
-        {d_b, {&w.b_proj, &g.b_proj}},                      {d_z, {&w.g_proj, &g.g_proj}}};
+        {d_q_pre.reshape({N, Kd}), {&w.q_proj, &g.q_proj}},
+        {d_k_pre.reshape({N, Kd}), {&w.k_proj, &g.k_proj}},
+        {d_v_pre.reshape({N, Vd}), {&w.v_proj, &g.v_proj}},
+        {d_a, {&w.a_proj, &g.a_proj}},
+        {d_b, {&w.b_proj, &g.b_proj}},
+        {d_z, {&w.g_proj, &g.g_proj}}};
     bool first = true;
     for (const auto& [d_p, wg] : projections) {
         ops::matmul_backward_weight(*wg.second, d_p, a.x);

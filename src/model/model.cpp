@@ -32,10 +32,11 @@ Model::Model(ModelConfig config, ModelWeights weights)
 
 const Tensor& Model::inv_freq(int64_t layer) const {
     return config_.layer_types[layer] == LayerType::sliding_attention ? inv_freq_sliding_.view()
-                                                                       : inv_freq_full_.view();
+                                                                      : inv_freq_full_.view();
 }
 
-InferenceState::InferenceState(const Model& model, int64_t slots, int64_t max_len) : max_len_(max_len) {
+InferenceState::InferenceState(const Model& model, int64_t slots, int64_t max_len)
+    : max_len_(max_len) {
     const ModelConfig& c = model.config();
     OLMO_CHECK(slots > 0 && max_len > 0, "state needs slots and max_len > 0");
     const Device dev = model.device();
@@ -51,10 +52,10 @@ InferenceState::InferenceState(const Model& model, int64_t slots, int64_t max_le
             l.conv_q = OwnedTensor(dt, {slots, W1, c.key_dim()}, dev);
             l.conv_k = OwnedTensor(dt, {slots, W1, c.key_dim()}, dev);
             l.conv_v = OwnedTensor(dt, {slots, W1, c.value_dim()}, dev);
-            l.recurrent = OwnedTensor(DType::f32,
-                                      {slots, c.linear_num_value_heads, c.linear_key_head_dim,
-                                       c.linear_value_head_dim},
-                                      dev);
+            l.recurrent = OwnedTensor(
+                DType::f32,
+                {slots, c.linear_num_value_heads, c.linear_key_head_dim, c.linear_value_head_dim},
+                dev);
         }
     }
     length.assign(slots, 0);
@@ -76,13 +77,14 @@ void InferenceState::reset_slot(int64_t s) {
 }
 
 void InferenceState::copy_slot(int64_t dst, const InferenceState& from, int64_t src) {
-    OLMO_CHECK(from.layers.size() == layers.size() && from.max_len_ == max_len_, "copy_slot: states differ");
+    OLMO_CHECK(from.layers.size() == layers.size() && from.max_len_ == max_len_,
+               "copy_slot: states differ");
     for (size_t i = 0; i < layers.size(); ++i) {
         const Layer& a = from.layers[i];
         Layer& b = layers[i];
-        for (auto [x, y] : {std::pair{&a.k, &b.k}, std::pair{&a.v, &b.v}, std::pair{&a.conv_q, &b.conv_q},
-                            std::pair{&a.conv_k, &b.conv_k}, std::pair{&a.conv_v, &b.conv_v},
-                            std::pair{&a.recurrent, &b.recurrent}})
+        for (auto [x, y] : {std::pair{&a.k, &b.k}, std::pair{&a.v, &b.v},
+                            std::pair{&a.conv_q, &b.conv_q}, std::pair{&a.conv_k, &b.conv_k},
+                            std::pair{&a.conv_v, &b.conv_v}, std::pair{&a.recurrent, &b.recurrent}})
             if (x->allocated()) copy_tensor(y->view().select0(dst), x->view().select0(src));
     }
     length[dst] = from.length[src];
@@ -109,7 +111,8 @@ std::vector<int32_t> validate_ids(const Tensor& ids, int64_t vocab_size) {
     for (int64_t i = 0; i < ids.numel(); ++i) {
         const int64_t v = ids.dtype == DType::i64 ? ids.as<int64_t>()[i] : ids.as<int32_t>()[i];
         if (v < 0 || v >= vocab_size)
-            fail("[input] token id ", v, " at position ", i, " is outside the vocabulary [0, ", vocab_size, ")");
+            fail("[input] token id ", v, " at position ", i, " is outside the vocabulary [0, ",
+                 vocab_size, ")");
         out[i] = int32_t(v);
     }
     return out;
@@ -123,7 +126,8 @@ void forward(const Model& model, InferenceState* state, int64_t slot0, const Ten
     const int64_t B = ids.size(0), T = ids.size(1);
     if (state) {
         if (slot0 < 0 || slot0 + B > state->slots())
-            fail("[forward] slots [", slot0, ", ", slot0 + B, ") outside the state's ", state->slots());
+            fail("[forward] slots [", slot0, ", ", slot0 + B, ") outside the state's ",
+                 state->slots());
         for (int64_t b = 0; b < B; ++b)
             if (state->length[slot0 + b] + T > state->max_len())
                 fail("[forward] sequence ", b, " would reach ", state->length[slot0 + b] + T,
@@ -137,35 +141,38 @@ void forward(const Model& model, InferenceState* state, int64_t slot0, const Ten
     arena.rewind(mark);
 }
 
-void forward_batch(const Model& model, InferenceState* state, int64_t slot0, const BatchInfo& bt, const Tensor& ids,
-                   const ForwardOutputs& out, Arena& arena) {
+void forward_batch(const Model& model, InferenceState* state, int64_t slot0, const BatchInfo& bt,
+                   const Tensor& ids, const ForwardOutputs& out, Arena& arena) {
     const ModelConfig& c = model.config();
     const int64_t B = bt.B, T = bt.T, N = bt.N, C = c.hidden_size;
     const size_t mark = arena.mark();
     const DType dt = model.dtype();
     Tensor h = arena.alloc(dt, {N, C});
-    ops::embedding(h, ids, model.w().embed_tokens);                      // h0 = E[ids]     (2.1)
+    ops::embedding(h, ids, model.w().embed_tokens);  // h0 = E[ids]     (2.1)
     if (out.on_hidden) out.on_hidden(0, h.reshape({B, T, C}));
     for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
         const size_t layer_mark = arena.mark();
         if (c.is_attention(i))
-            attention_layer_forward(h, h, plan_attention_acts(arena, c, B, T, dt, false), i, model, state, slot0,
-                                    bt);
+            attention_layer_forward(h, h, plan_attention_acts(arena, c, B, T, dt, false), i, model,
+                                    state, slot0, bt);
         else
-            gdn_layer_forward(h, h, plan_gdn_acts(arena, c, B, T, dt, false), i, model, state, slot0, bt, arena);
+            gdn_layer_forward(h, h, plan_gdn_acts(arena, c, B, T, dt, false), i, model, state,
+                              slot0, bt, arena);
         arena.rewind(layer_mark);
-        if (out.on_hidden && i + 1 < c.num_hidden_layers) out.on_hidden(i + 1, h.reshape({B, T, C}));
+        if (out.on_hidden && i + 1 < c.num_hidden_layers)
+            out.on_hidden(i + 1, h.reshape({B, T, C}));
     }
     Tensor hn = arena.alloc(dt, {N, C});
-    ops::rmsnorm(hn, h, model.w().norm, float(c.rms_norm_eps));        // final norm      (2.7)
+    ops::rmsnorm(hn, h, model.w().norm, float(c.rms_norm_eps));  // final norm      (2.7)
     if (out.on_hidden) out.on_hidden(c.num_hidden_layers, hn.reshape({B, T, C}));
-    if (!out.logits.empty()) {                                           // logits = h·Eoutᵀ
+    if (!out.logits.empty()) {  // logits = h·Eoutᵀ
         if (out.last_only) {
             OLMO_CHECK(out.logits.numel() == B * c.vocab_size, "logits must be [B, V]");
             Tensor last = hn;
             if (T > 1) {
                 last = arena.alloc(dt, {B, C});
-                for (int64_t b = 0; b < B; ++b) copy_tensor(last.narrow0(b, 1), hn.narrow0(b * T + T - 1, 1));
+                for (int64_t b = 0; b < B; ++b)
+                    copy_tensor(last.narrow0(b, 1), hn.narrow0(b * T + T - 1, 1));
             }
             ops::matmul(out.logits.reshape({B, c.vocab_size}), last, model.w().lm_head);
         } else {

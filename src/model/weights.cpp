@@ -5,15 +5,17 @@
 #include <set>
 
 #include "core/progress.h"
-#include "ops/ops.h"
 #include "core/rng.h"
 #include "io/safetensors.h"
+#include "ops/ops.h"
 
 namespace olmo {
 
 namespace {
 
-std::string layer_prefix(int64_t i) { return "model.layers." + std::to_string(i) + "."; }
+std::string layer_prefix(int64_t i) {
+    return "model.layers." + std::to_string(i) + ".";
+}
 
 }  // namespace
 
@@ -47,9 +49,10 @@ std::vector<ParamSpec> parameter_table(const ModelConfig& c) {
                 [L](Weights& w) -> Tensor& { return L(w).gdn.b_proj; });
             add(a + "g_proj.weight", {Vd, C}, InitRule::normal, true,
                 [L](Weights& w) -> Tensor& { return L(w).gdn.g_proj; });
-            add(a + "conv1d.weight", {c.conv_dim(), 1, c.linear_conv_kernel_dim}, InitRule::normal, true,
-                [L](Weights& w) -> Tensor& { return L(w).gdn.conv1d; });
-            add(a + "A_log", {H}, InitRule::a_log, true, [L](Weights& w) -> Tensor& { return L(w).gdn.A_log; });
+            add(a + "conv1d.weight", {c.conv_dim(), 1, c.linear_conv_kernel_dim}, InitRule::normal,
+                true, [L](Weights& w) -> Tensor& { return L(w).gdn.conv1d; });
+            add(a + "A_log", {H}, InitRule::a_log, true,
+                [L](Weights& w) -> Tensor& { return L(w).gdn.A_log; });
             add(a + "dt_bias", {H}, InitRule::dt_bias, true,
                 [L](Weights& w) -> Tensor& { return L(w).gdn.dt_bias; });
             add(a + "o_norm.weight", {c.linear_value_head_dim}, InitRule::ones, true,
@@ -60,7 +63,8 @@ std::vector<ParamSpec> parameter_table(const ModelConfig& c) {
                 [L](Weights& w) -> Tensor& { return L(w).gdn.post_attention_layernorm; });
         } else {
             const std::string a = p + "self_attn.";
-            const int64_t Dq = c.num_attention_heads * c.head_dim, Dkv = c.num_key_value_heads * c.head_dim;
+            const int64_t Dq = c.num_attention_heads * c.head_dim,
+                          Dkv = c.num_key_value_heads * c.head_dim;
             add(a + "q_proj.weight", {Dq, C}, InitRule::normal, true,
                 [L](Weights& w) -> Tensor& { return L(w).attn.q_proj; });
             add(a + "k_proj.weight", {Dkv, C}, InitRule::normal, true,
@@ -86,19 +90,25 @@ std::vector<ParamSpec> parameter_table(const ModelConfig& c) {
             add(p + "post_feedforward_layernorm.weight", {C}, InitRule::ones, true,
                 [L](Weights& w) -> Tensor& { return L(w).attn.post_feedforward_layernorm; });
     }
-    add("model.norm.weight", {C}, InitRule::ones, true, [](Weights& w) -> Tensor& { return w.norm; });
+    add("model.norm.weight", {C}, InitRule::ones, true,
+        [](Weights& w) -> Tensor& { return w.norm; });
     if (!c.tie_word_embeddings)
-        add("lm_head.weight", {V, C}, InitRule::normal, true, [](Weights& w) -> Tensor& { return w.lm_head; });
+        add("lm_head.weight", {V, C}, InitRule::normal, true,
+            [](Weights& w) -> Tensor& { return w.lm_head; });
     return t;
 }
 
 namespace {
-void zero_fill(const Tensor& t) { ops::fill(t, 0.0f); }
+void zero_fill(const Tensor& t) {
+    ops::fill(t, 0.0f);
+}
 
 // Every parameter starts at a multiple of this many elements in the flat buffer (256 bytes in bf16,
 // 512 in f32), so that matrix products see aligned operands. The gaps are zero.
 constexpr int64_t kParamAlign = 128;
-int64_t aligned(int64_t n) { return (n + kParamAlign - 1) / kParamAlign * kParamAlign; }
+int64_t aligned(int64_t n) {
+    return (n + kParamAlign - 1) / kParamAlign * kParamAlign;
+}
 int64_t count(const std::vector<int64_t>& shape) {
     int64_t n = 1;
     for (int64_t d : shape) n *= d;
@@ -130,7 +140,8 @@ int64_t ModelWeights::offset_of(size_t index) const {
 void ModelWeights::bind() {
     w = Weights{};
     w.layers.resize(config_.num_hidden_layers);
-    for (int64_t i = 0; i < config_.num_hidden_layers; ++i) w.layers[i].type = config_.layer_types[i];
+    for (int64_t i = 0; i < config_.num_hidden_layers; ++i)
+        w.layers[i].type = config_.layer_types[i];
     params_.clear();
     int64_t offset = 0;
     for (ParamSpec& s : table_) {
@@ -144,7 +155,8 @@ void ModelWeights::bind() {
     for (int64_t i = 0; i < config_.num_hidden_layers; ++i) {
         GdnWeights& g = w.layers[i].gdn;
         if (config_.layer_types[i] != LayerType::linear_attention) continue;
-        const int64_t W = config_.linear_conv_kernel_dim, Kd = config_.key_dim(), Vd = config_.value_dim();
+        const int64_t W = config_.linear_conv_kernel_dim, Kd = config_.key_dim(),
+                      Vd = config_.value_dim();
         Tensor conv = g.conv1d.reshape({config_.conv_dim(), W});
         g.conv_q = conv.narrow0(0, Kd);
         g.conv_k = conv.narrow0(Kd, Kd);
@@ -160,25 +172,32 @@ const Tensor& ModelWeights::param(const std::string& name) const {
 
 namespace {
 
-std::string replace_suffix(const std::string& name, const std::string& from, const std::string& to) {
-    if (name.size() < from.size() || name.compare(name.size() - from.size(), from.size(), from) != 0) return "";
+std::string replace_suffix(const std::string& name, const std::string& from,
+                           const std::string& to) {
+    if (name.size() < from.size() ||
+        name.compare(name.size() - from.size(), from.size(), from) != 0)
+        return "";
     return name.substr(0, name.size() - from.size()) + to;
 }
 
-// Other spellings of a parameter written by the different HF / OLMo-core exporters (spec §5, §10.1).
+// Other spellings of a parameter written by the different HF / OLMo-core exporters (spec §5,
+// §10.1).
 std::vector<std::string> aliases(const std::string& name) {
     std::vector<std::string> out;
-    for (auto [from, to] : {std::pair{"input_layernorm.weight", "attention_layer_norm.weight"},
-                            std::pair{"post_attention_layernorm.weight", "feedforward_layer_norm.weight"},
-                            std::pair{"linear_attn.o_proj.weight", "linear_attn.out_proj.weight"},
-                            std::pair{"linear_attn.o_norm.weight", "linear_attn.norm.weight"}}) {
+    for (auto [from, to] :
+         {std::pair{"input_layernorm.weight", "attention_layer_norm.weight"},
+          std::pair{"post_attention_layernorm.weight", "feedforward_layer_norm.weight"},
+          std::pair{"linear_attn.o_proj.weight", "linear_attn.out_proj.weight"},
+          std::pair{"linear_attn.o_norm.weight", "linear_attn.norm.weight"}}) {
         std::string a = replace_suffix(name, from, to);
         if (!a.empty()) out.push_back(a);
     }
     return out;
 }
 
-bool same_shape(const std::vector<int64_t>& a, const std::vector<int64_t>& b) { return a == b; }
+bool same_shape(const std::vector<int64_t>& a, const std::vector<int64_t>& b) {
+    return a == b;
+}
 
 std::string shape_str(const std::vector<int64_t>& s) {
     return Tensor(nullptr, DType::f32, Device::cpu, s).shape_str();
@@ -189,13 +208,15 @@ std::string shape_str(const std::vector<int64_t>& s) {
 void ModelWeights::load(const std::string& path) {
     SafetensorsReader r = SafetensorsReader::open(path);
     std::set<std::string> used;
-    auto take = [&](const SafetensorsEntry& e, const std::vector<int64_t>& shape, const Tensor& dst) {
+    auto take = [&](const SafetensorsEntry& e, const std::vector<int64_t>& shape,
+                    const Tensor& dst) {
         if (!same_shape(e.shape, shape))
-            fail("[weights] ", r.source(), ": tensor \"", e.name, "\" has shape ", shape_str(e.shape),
-                 ", expected ", shape_str(shape));
-        if (e.dtype != DType::f32 && e.dtype != DType::bf16 && e.dtype != DType::f16 && e.dtype != DType::f64)
-            fail("[weights] ", r.source(), ": tensor \"", e.name, "\" has dtype ", dtype_name(e.dtype),
-                 ", expected a float type");
+            fail("[weights] ", r.source(), ": tensor \"", e.name, "\" has shape ",
+                 shape_str(e.shape), ", expected ", shape_str(shape));
+        if (e.dtype != DType::f32 && e.dtype != DType::bf16 && e.dtype != DType::f16 &&
+            e.dtype != DType::f64)
+            fail("[weights] ", r.source(), ": tensor \"", e.name, "\" has dtype ",
+                 dtype_name(e.dtype), ", expected a float type");
         copy_convert(dst, e.view());
         used.insert(e.name);
     };
@@ -203,27 +224,31 @@ void ModelWeights::load(const std::string& path) {
         const ParamSpec& s = table_[i];
         const std::string conv_suffix = "linear_attn.conv1d.weight";
         if (s.name.size() > conv_suffix.size() &&
-            s.name.compare(s.name.size() - conv_suffix.size(), conv_suffix.size(), conv_suffix) == 0) {
+            s.name.compare(s.name.size() - conv_suffix.size(), conv_suffix.size(), conv_suffix) ==
+                0) {
             if (const SafetensorsEntry* fused = r.find(s.name)) {
                 take(*fused, s.shape, params_[i]);
                 continue;
             }
-            // Separate q/k/v convs of any split (HF 5.x writes equal thirds; releases the true sizes):
-            // concatenate, check the total, and the model splits it as [Kd, Kd, Vd] (spec §10.2).
-            const std::string base = s.name.substr(0, s.name.size() - std::string("conv1d.weight").size());
+            // Separate q/k/v convs of any split (HF 5.x writes equal thirds; releases the true
+            // sizes): concatenate, check the total, and the model splits it as [Kd, Kd, Vd] (spec
+            // §10.2).
+            const std::string base =
+                s.name.substr(0, s.name.size() - std::string("conv1d.weight").size());
             int64_t row = 0;
             const int64_t W = s.shape[2];
             for (const char* part : {"q_conv1d.weight", "k_conv1d.weight", "v_conv1d.weight"}) {
                 const SafetensorsEntry* e = r.find(base + part);
                 if (!e)
-                    fail("[weights] ", r.source(), ": missing tensor \"", base + part, "\" (or a fused \"",
-                         s.name, "\")");
+                    fail("[weights] ", r.source(), ": missing tensor \"", base + part,
+                         "\" (or a fused \"", s.name, "\")");
                 if (e->shape.size() != 3 || e->shape[1] != 1 || e->shape[2] != W)
-                    fail("[weights] ", r.source(), ": tensor \"", e->name, "\" has shape ", shape_str(e->shape),
-                         ", expected [channels, 1, ", W, "]");
+                    fail("[weights] ", r.source(), ": tensor \"", e->name, "\" has shape ",
+                         shape_str(e->shape), ", expected [channels, 1, ", W, "]");
                 if (row + e->shape[0] > s.shape[0])
                     fail("[weights] ", r.source(), ": q/k/v conv weights of \"", base,
-                         "\" hold more than the expected ", s.shape[0], " channels (2·key_dim + value_dim)");
+                         "\" hold more than the expected ", s.shape[0],
+                         " channels (2·key_dim + value_dim)");
                 take(*e, e->shape, params_[i].narrow0(row, e->shape[0]));
                 row += e->shape[0];
             }
@@ -249,15 +274,17 @@ void ModelWeights::load(const std::string& path) {
         const bool ignorable = replace_suffix(e.name, "rotary_emb.inv_freq", "x") != "" ||
                                (config_.tie_word_embeddings && e.name == "lm_head.weight");
         if (!ignorable)
-            fail("[weights] ", r.source(), ": unexpected tensor \"", e.name, "\" (not part of this ",
-                 config_.model_type == ModelType::olmo_hybrid ? "olmo_hybrid" : "olmo3", " config)");
+            fail(
+                "[weights] ", r.source(), ": unexpected tensor \"", e.name, "\" (not part of this ",
+                config_.model_type == ModelType::olmo_hybrid ? "olmo_hybrid" : "olmo3", " config)");
     }
 }
 
 namespace {
 
 // Fills out[n] (f32) with the initial values of parameter `index` of the table (spec §7.1).
-void init_values(const ParamSpec& s, size_t index, uint64_t seed, const ModelConfig& c, float* out, int64_t n) {
+void init_values(const ParamSpec& s, size_t index, uint64_t seed, const ModelConfig& c, float* out,
+                 int64_t n) {
     const Rng rng(seed, uint64_t(index) + 1);
     switch (s.init) {
         case InitRule::ones:
@@ -271,11 +298,13 @@ void init_values(const ParamSpec& s, size_t index, uint64_t seed, const ModelCon
         }
         case InitRule::a_log:  // A ~ U(a_log_min, a_log_max), stored as log A
             for (int64_t i = 0; i < n; ++i) {
-                const double u = c.linear_a_log_min + (c.linear_a_log_max - c.linear_a_log_min) * rng.uniform(i);
+                const double u =
+                    c.linear_a_log_min + (c.linear_a_log_max - c.linear_a_log_min) * rng.uniform(i);
                 out[i] = float(std::log(u));
             }
             break;
-        case InitRule::dt_bias:  // dt log-uniform in [dt_min, dt_max], floored; store softplus⁻¹(dt)
+        case InitRule::dt_bias:  // dt log-uniform in [dt_min, dt_max], floored; store
+                                 // softplus⁻¹(dt)
             for (int64_t i = 0; i < n; ++i) {
                 const double lo = std::log(c.linear_dt_min), hi = std::log(c.linear_dt_max);
                 double dt = std::exp(rng.uniform(i) * (hi - lo) + lo);
@@ -309,8 +338,12 @@ void ModelWeights::save(const std::string& path, DType file_dtype) const {
             const char* names[3] = {"q_conv1d.weight", "k_conv1d.weight", "v_conv1d.weight"};
             for (int part = 0; part < 3; ++part) {
                 Tensor piece = src.narrow0(starts[part], rows[part]);
-                out.push_back({base + names[part], file_dtype, {rows[part], 1, W}, [piece, file_dtype](void* dst) {
-                                   copy_convert(Tensor(dst, file_dtype, Device::cpu, piece.dims()), piece);
+                out.push_back({base + names[part],
+                               file_dtype,
+                               {rows[part], 1, W},
+                               [piece, file_dtype](void* dst) {
+                                   copy_convert(Tensor(dst, file_dtype, Device::cpu, piece.dims()),
+                                                piece);
                                }});
             }
             continue;
@@ -322,14 +355,15 @@ void ModelWeights::save(const std::string& path, DType file_dtype) const {
     write_safetensors_streamed(path, out, {{"format", "pt"}});
 }
 
-ModelWeights convert_weights(const ModelWeights& src, const ModelConfig& config, Device device, DType dtype) {
+ModelWeights convert_weights(const ModelWeights& src, const ModelConfig& config, Device device,
+                             DType dtype) {
     ModelWeights out(config, device, dtype);
     copy_convert(out.flat(), src.flat());
     return out;
 }
 
-void write_random_checkpoint(const ModelConfig& config, const std::string& path, uint64_t seed, DType dtype,
-                             bool show_progress) {
+void write_random_checkpoint(const ModelConfig& config, const std::string& path, uint64_t seed,
+                             DType dtype, bool show_progress) {
     const std::vector<ParamSpec> table = parameter_table(config);
     std::vector<StreamedTensor> out;
     for (size_t i = 0; i < table.size(); ++i) {
@@ -340,24 +374,29 @@ void write_random_checkpoint(const ModelConfig& config, const std::string& path,
             OwnedTensor host(DType::f32, {n});
             init_values(s, i, seed, config, host.f32(), n);
             const int64_t row = n / s.shape[0];
-            copy_convert(Tensor(dst, dtype, Device::cpu, {rows * row}), host->narrow0(start * row, rows * row));
+            copy_convert(Tensor(dst, dtype, Device::cpu, {rows * row}),
+                         host->narrow0(start * row, rows * row));
         };
         if (s.name.find("linear_attn.conv1d.weight") != std::string::npos) {
-            const std::string base = s.name.substr(0, s.name.size() - std::string("conv1d.weight").size());
+            const std::string base =
+                s.name.substr(0, s.name.size() - std::string("conv1d.weight").size());
             const int64_t Kd = config.key_dim(), Vd = config.value_dim(), W = s.shape[2];
             const int64_t rows[3] = {Kd, Kd, Vd}, starts[3] = {0, Kd, 2 * Kd};
             const char* names[3] = {"q_conv1d.weight", "k_conv1d.weight", "v_conv1d.weight"};
             for (int part = 0; part < 3; ++part) {
                 const int64_t st = starts[part], r = rows[part];
-                out.push_back({base + names[part], dtype, {r, 1, W},
-                               [fill_part, st, r](void* dst) { fill_part(st, r, dst); }});
+                out.push_back({base + names[part], dtype, {r, 1, W}, [fill_part, st, r](void* dst) {
+                                   fill_part(st, r, dst);
+                               }});
             }
             continue;
         }
-        out.push_back({s.name, dtype, s.shape, [fill_part, s](void* dst) { fill_part(0, s.shape[0], dst); }});
+        out.push_back(
+            {s.name, dtype, s.shape, [fill_part, s](void* dst) { fill_part(0, s.shape[0], dst); }});
     }
     double total = 0;
-    for (const StreamedTensor& t : out) total += double(Tensor(nullptr, t.dtype, Device::cpu, t.shape).nbytes());
+    for (const StreamedTensor& t : out)
+        total += double(Tensor(nullptr, t.dtype, Device::cpu, t.shape).nbytes());
     auto progress = std::make_shared<Progress>("init " + path, total, "B", show_progress);
     for (StreamedTensor& t : out) {
         const double bytes = double(Tensor(nullptr, t.dtype, Device::cpu, t.shape).nbytes());

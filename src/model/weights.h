@@ -1,10 +1,10 @@
 // The weights table: one entry per parameter, mapping the model field to its HF tensor name, shape,
-// initialisation rule and weight-decay flag. It drives loading (with the aliases of the different HF
-// writers, spec §5 and §10), saving, random initialisation, gradient buffers and the optimiser.
+// initialisation rule and weight-decay flag. It drives loading (with the aliases of the different
+// HF writers, spec §5 and §10), saving, random initialisation, gradient buffers and the optimiser.
 //
-// All parameters live in one flat buffer, in table order, so that gradients and optimiser moments are
-// flat buffers of the same layout. Order is chosen so that tensors used together are adjacent (q|k|v of a
-// layer, gate|up of an MLP), which lets a backend fuse their matrix products later.
+// All parameters live in one flat buffer, in table order, so that gradients and optimiser moments
+// are flat buffers of the same layout. Order is chosen so that tensors used together are adjacent
+// (q|k|v of a layer, gate|up of an MLP), which lets a backend fuse their matrix products later.
 #pragma once
 
 #include <functional>
@@ -30,10 +30,10 @@ struct GdnWeights {
     Tensor a_proj, b_proj;                             // [H, C]
     Tensor g_proj;                                     // [H·Dv, C] output gate z
     Tensor o_proj;                                     // [C, H·Dv]
-    Tensor conv1d;                                     // [Hk·Dk·2 + H·Dv, W] fused q|k|v conv (HF in memory)
-    Tensor conv_q, conv_k, conv_v;                     // views into conv1d: [Hk·Dk, W], [Hk·Dk, W], [H·Dv, W]
-    Tensor A_log, dt_bias;                             // [H]
-    Tensor o_norm;                                     // [Dv]
+    Tensor conv1d;                  // [Hk·Dk·2 + H·Dv, W] fused q|k|v conv (HF in memory)
+    Tensor conv_q, conv_k, conv_v;  // views into conv1d: [Hk·Dk, W], [Hk·Dk, W], [H·Dv, W]
+    Tensor A_log, dt_bias;          // [H]
+    Tensor o_norm;                  // [Dv]
 };
 
 struct MlpWeights {
@@ -70,22 +70,24 @@ std::vector<ParamSpec> parameter_table(const ModelConfig& config);
 
 // Owns one flat buffer holding every parameter, and the views into it.
 class ModelWeights {
-public:
+  public:
     ModelWeights() = default;
     ModelWeights(const ModelConfig& config, Device device, DType dtype);
 
     Weights w;
     const std::vector<ParamSpec>& table() const { return table_; }
     const std::vector<Tensor>& params() const { return params_; }  // in table order
-    const Tensor& flat() const { return flat_; }  // [P] all parameters, each aligned, zero between them
-    int64_t offset_of(size_t index) const;        // element offset of parameter `index` in flat()
-    int64_t num_params() const;  // parameters (without the alignment gaps)
+    const Tensor& flat() const {
+        return flat_;
+    }                                       // [P] all parameters, each aligned, zero between them
+    int64_t offset_of(size_t index) const;  // element offset of parameter `index` in flat()
+    int64_t num_params() const;             // parameters (without the alignment gaps)
     const Tensor& param(const std::string& name) const;  // error if absent
     DType dtype() const { return flat_.dtype; }
     Device device() const { return flat_.device; }
 
-    // Loads every parameter from HF safetensors (single file, sharded, or a folder), converting dtypes.
-    // Missing, extra or mis-shaped tensors are errors naming the tensor.
+    // Loads every parameter from HF safetensors (single file, sharded, or a folder), converting
+    // dtypes. Missing, extra or mis-shaped tensors are errors naming the tensor.
     void load(const std::string& path);
     // Random initialisation of spec §7.1, deterministic in (seed, parameter index, element index).
     void init_random(uint64_t seed);
@@ -93,7 +95,7 @@ public:
     // input_layernorm / post_attention_layernorm), loadable by HF transformers.
     void save(const std::string& path, DType file_dtype) const;
 
-private:
+  private:
     void bind();
     ModelConfig config_;
     std::vector<ParamSpec> table_;
@@ -102,12 +104,13 @@ private:
     std::shared_ptr<void> storage_;
 };
 
-// Writes a randomly initialised checkpoint (same values as ModelWeights::init_random with the same seed)
-// tensor by tensor, without holding the model in memory: for real-size checkpoints.
-void write_random_checkpoint(const ModelConfig& config, const std::string& path, uint64_t seed, DType dtype,
-                             bool show_progress = false);
+// Writes a randomly initialised checkpoint (same values as ModelWeights::init_random with the same
+// seed) tensor by tensor, without holding the model in memory: for real-size checkpoints.
+void write_random_checkpoint(const ModelConfig& config, const std::string& path, uint64_t seed,
+                             DType dtype, bool show_progress = false);
 
 // Copies a whole ModelWeights to another device/dtype (same config).
-ModelWeights convert_weights(const ModelWeights& src, const ModelConfig& config, Device device, DType dtype);
+ModelWeights convert_weights(const ModelWeights& src, const ModelConfig& config, Device device,
+                             DType dtype);
 
 }  // namespace olmo

@@ -117,7 +117,9 @@ namespace {
 OpObserver* g_observer = nullptr;
 }
 
-void set_observer(OpObserver* observer) { g_observer = observer; }
+void set_observer(OpObserver* observer) {
+    g_observer = observer;
+}
 
 // Runs backend::fn(args...) on the device `dev`, between the observer's begin/end when one is set.
 #ifdef OLMO_HAVE_CUDA
@@ -139,11 +141,11 @@ void set_observer(OpObserver* observer) { g_observer = observer; }
         }                                                             \
     } while (0)
 #endif
-#define OLMO_DISPATCH(dev, fn, ...)                                 \
-    do {                                                            \
-        if (g_observer) g_observer->begin(#fn, dev);                \
-        OLMO_BACKEND_CALL(dev, fn, __VA_ARGS__);                    \
-        if (g_observer) g_observer->end(#fn, dev);                  \
+#define OLMO_DISPATCH(dev, fn, ...)                  \
+    do {                                             \
+        if (g_observer) g_observer->begin(#fn, dev); \
+        OLMO_BACKEND_CALL(dev, fn, __VA_ARGS__);     \
+        if (g_observer) g_observer->end(#fn, dev);   \
     } while (0)
 
 // ---- dense -------------------------------------------------------------------------------------
@@ -181,15 +183,18 @@ void matmul_segments(std::span<const Tensor> outs, const Tensor& x, const Tensor
     const Device dev = one_device(op, outs[0], {&x, &w});
     check_float(op, "x", x);
     check_dtype(op, "w", w, x.dtype);
-    OLMO_CHECK(w.ndim == 2 && last_dim(x) == w.shape[1], "[", op, "] x ", x.shape_str(), " vs w ", w.shape_str());
+    OLMO_CHECK(w.ndim == 2 && last_dim(x) == w.shape[1], "[", op, "] x ", x.shape_str(), " vs w ",
+               w.shape_str());
     int64_t rows = 0;
     for (const Tensor& o : outs) {
         one_device(op, o, {&o, &x});
         check_dtype(op, "out", o, x.dtype);
-        OLMO_CHECK(same_rows(o, x), "[", op, "] out ", o.shape_str(), " and x ", x.shape_str(), " differ in rows");
+        OLMO_CHECK(same_rows(o, x), "[", op, "] out ", o.shape_str(), " and x ", x.shape_str(),
+                   " differ in rows");
         rows += last_dim(o);
     }
-    OLMO_CHECK(rows == w.shape[0], "[", op, "] the outputs have ", rows, " columns in all, w has ", w.shape[0], " rows");
+    OLMO_CHECK(rows == w.shape[0], "[", op, "] the outputs have ", rows, " columns in all, w has ",
+               w.shape[0], " rows");
     OLMO_DISPATCH(dev, matmul_segments, outs, x, w);
 }
 
@@ -200,8 +205,9 @@ void matmul_backward_weight(const Tensor& d_w, const Tensor& d_out, const Tensor
     check_float(op, "x", x);
     check_dtype(op, "d_out", d_out, x.dtype);
     // Mixed precision: bf16 activations may accumulate into f32 weight gradients (CUDA).
-    OLMO_CHECK(d_w.dtype == x.dtype || (d_w.dtype == DType::f32 && dev == Device::cuda), "[", op, "] d_w has dtype ",
-               dtype_name(d_w.dtype), ", expected ", dtype_name(x.dtype), " or f32 (CUDA)");
+    OLMO_CHECK(d_w.dtype == x.dtype || (d_w.dtype == DType::f32 && dev == Device::cuda), "[", op,
+               "] d_w has dtype ", dtype_name(d_w.dtype), ", expected ", dtype_name(x.dtype),
+               " or f32 (CUDA)");
     OLMO_CHECK(d_w.ndim == 2 && same_rows(d_out, x) && last_dim(d_out) == d_w.shape[0] &&
                    last_dim(x) == d_w.shape[1],
                "[matmul_backward_weight] d_w ", d_w.shape_str(), " += d_out ", d_out.shape_str(),
@@ -237,8 +243,9 @@ void argmax(const Tensor& out, const Tensor& x) {
     const char* op = "argmax";
     const Device dev = one_device(op, out, {&out, &x});
     check_float(op, "x", x);
-    OLMO_CHECK(out.dtype == DType::i32 && x.ndim >= 1 && out.numel() == rows(x) && last_dim(x) > 0, "[", op,
-               "] out must be i32 with one entry per row of x ", x.shape_str(), ", got ", out.shape_str());
+    OLMO_CHECK(out.dtype == DType::i32 && x.ndim >= 1 && out.numel() == rows(x) && last_dim(x) > 0,
+               "[", op, "] out must be i32 with one entry per row of x ", x.shape_str(), ", got ",
+               out.shape_str());
     OLMO_DISPATCH(dev, argmax, out, x);
 }
 

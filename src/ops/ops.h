@@ -4,13 +4,14 @@
 // output; ops never allocate device memory, never synchronise and read no global state (the CPU
 // reference may use small host temporaries). Shapes use the letters of docs/NOTATION.md and are
 // checked here once (src/ops/ops.cpp) before dispatch to cpu:: or cuda::, by the device of the
-// first output. Unless an op says otherwise, float tensors of one call share one dtype (f32 on the CPU;
-// f32 or bf16 on CUDA), "N" is any number of rows (e.g. B*T), and `out` may alias an input of the
-// same shape (in-place) where the op is elementwise per row.
-// The CPU also runs every op in f64 (all float operands f64, including those documented as f32 such
-// as GDN gates and states), for gradient checks. Operands whose layout follows another one (outputs,
-// gradients, g/beta of the GDN) are checked by element count only, so callers may pass reshaped views
-// ([N, H·D] for [B, T, H, D]); the operand that defines the layout is checked dimension by dimension.
+// first output. Unless an op says otherwise, float tensors of one call share one dtype (f32 on the
+// CPU; f32 or bf16 on CUDA), "N" is any number of rows (e.g. B*T), and `out` may alias an input of
+// the same shape (in-place) where the op is elementwise per row. The CPU also runs every op in f64
+// (all float operands f64, including those documented as f32 such as GDN gates and states), for
+// gradient checks. Operands whose layout follows another one (outputs, gradients, g/beta of the
+// GDN) are checked by element count only, so callers may pass reshaped views
+// ([N, H·D] for [B, T, H, D]); the operand that defines the layout is checked dimension by
+// dimension.
 //
 // Backward ops write gradients of the loss with respect to each input; a gradient named with
 // "(accumulates)" is added to, so parameters' gradients can be summed over layers and steps.
@@ -39,7 +40,8 @@ void matmul(const Tensor& out, const Tensor& x, const Tensor& w, bool accumulate
 // w[O₁ + … + O_S, I], outs[s][N, O_s] = x · (rows of block s of w)ᵀ. One pass over the weights.
 void matmul_segments(std::span<const Tensor> outs, const Tensor& x, const Tensor& w);
 // d_x[N, I] = d_out[N, O] · w[O, I]   (+= with accumulate)
-void matmul_backward_input(const Tensor& d_x, const Tensor& d_out, const Tensor& w, bool accumulate);
+void matmul_backward_input(const Tensor& d_x, const Tensor& d_out, const Tensor& w,
+                           bool accumulate);
 // d_w[O, I] += d_out[N, O]ᵀ · x[N, I]   (accumulates)
 void matmul_backward_weight(const Tensor& d_w, const Tensor& d_out, const Tensor& x);
 
@@ -49,7 +51,8 @@ void add(const Tensor& out, const Tensor& a, const Tensor& b);
 void fill(const Tensor& out, float value);
 // out = s · x (same shape; out may alias x).
 void scale(const Tensor& out, const Tensor& x, float s);
-// out[N] (i32) = index of the largest entry of each row of x[N, V] (the first one on ties, as torch.argmax).
+// out[N] (i32) = index of the largest entry of each row of x[N, V] (the first one on ties, as
+// torch.argmax).
 void argmax(const Tensor& out, const Tensor& x);
 
 // ---- embedding ---------------------------------------------------------------------------------
@@ -76,41 +79,47 @@ void rmsnorm_gated_backward(const Tensor& d_x, const Tensor& d_z, const Tensor& 
                             const Tensor& d_out, const Tensor& x, const Tensor& z, const Tensor& w,
                             float eps);
 
-// L2 norm per row times a scale (GDN q and k, spec §2.6.6): out[N, D] = scale · x / sqrt(Σ x² + eps).
+// L2 norm per row times a scale (GDN q and k, spec §2.6.6): out[N, D] = scale · x / sqrt(Σ x² +
+// eps).
 void l2norm(const Tensor& out, const Tensor& x, float eps, float scale);
 // d_x[N, D]
-void l2norm_backward(const Tensor& d_x, const Tensor& d_out, const Tensor& x, float eps, float scale);
+void l2norm_backward(const Tensor& d_x, const Tensor& d_out, const Tensor& x, float eps,
+                     float scale);
 
-// ---- rotary position embedding -------------------------------------------------------------------
+// ---- rotary position embedding
+// -------------------------------------------------------------------
 
 // Non-interleaved ("rotate_half") RoPE on x[N, H, D] at positions[N] (i32), spec §2.4.4 and §10.6:
-// angle_i = pos · inv_freq[i] (f32), c = cos(angle)·attention_scaling, s = sin(angle)·attention_scaling,
-// out[.., i] = x_i c_i − x_{i+D/2} s_i, out[.., i+D/2] = x_{i+D/2} c_i + x_i s_i, for i < D/2.
-// inv_freq[D/2] is f32 on the device of x.
+// angle_i = pos · inv_freq[i] (f32), c = cos(angle)·attention_scaling, s =
+// sin(angle)·attention_scaling, out[.., i] = x_i c_i − x_{i+D/2} s_i, out[.., i+D/2] = x_{i+D/2}
+// c_i + x_i s_i, for i < D/2. inv_freq[D/2] is f32 on the device of x.
 void rope(const Tensor& out, const Tensor& x, const Tensor& positions, const Tensor& inv_freq,
           float attention_scaling);
 // d_x[N, H, D] (the transpose rotation).
 void rope_backward(const Tensor& d_x, const Tensor& d_out, const Tensor& positions,
                    const Tensor& inv_freq, float attention_scaling);
 
-// ---- softmax attention ---------------------------------------------------------------------------
+// ---- softmax attention
+// ---------------------------------------------------------------------------
 
 // Causal softmax attention of Tq queries over a key/value buffer with room for L positions per
 // sequence. Sequence b holds kv_lens[b] valid keys; its queries are the last Tq of them (absolute
 // positions kv_lens[b]−Tq .. kv_lens[b]−1). Query at position p sees key j iff j ≤ p and
 // (window == 0 or p − j < window). GQA: query head h reads kv head h / (Hq / Hkv).
-//   out[B, Tq, Hq, Dv], q[B, Tq, Hq, D], k[B, L, Hkv, D], v[B, L, Hkv, Dv], kv_lens[B] i32 (host for
-//   CPU tensors; device for CUDA).  softmax(q·kᵀ·scale) in f32.
+//   out[B, Tq, Hq, Dv], q[B, Tq, Hq, D], k[B, L, Hkv, D], v[B, L, Hkv, Dv], kv_lens[B] i32 (host
+//   for CPU tensors; device for CUDA).  softmax(q·kᵀ·scale) in f32.
 void attention(const Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v,
                const Tensor& kv_lens, int64_t window, float scale);
 // Training form: Tq == L == kv_lens[b] for all b. d_q, d_k, d_v shaped like q, k, v.
-void attention_backward(const Tensor& d_q, const Tensor& d_k, const Tensor& d_v, const Tensor& d_out,
-                        const Tensor& q, const Tensor& k, const Tensor& v, int64_t window, float scale);
+void attention_backward(const Tensor& d_q, const Tensor& d_k, const Tensor& d_v,
+                        const Tensor& d_out, const Tensor& q, const Tensor& k, const Tensor& v,
+                        int64_t window, float scale);
 
 // Writes x[B, T, H, D] into cache[B, L, H, D] at rows start[b] .. start[b]+T−1 (start[B] i32).
 void kv_append(const Tensor& cache, const Tensor& x, const Tensor& start);
 
-// ---- MLP -----------------------------------------------------------------------------------------
+// ---- MLP
+// -----------------------------------------------------------------------------------------
 
 // out[N, F] = silu(gate) ⊙ up
 void swiglu(const Tensor& out, const Tensor& gate, const Tensor& up);
@@ -120,16 +129,17 @@ void swiglu_backward(const Tensor& d_gate, const Tensor& d_up, const Tensor& d_o
 // ---- Gated DeltaNet ----------------------------------------------------------------------------
 
 // Causal depthwise conv over time with kernel W, then SiLU (spec §2.6.2):
-// out[b, t, c] = silu(Σ_j w[c, j] · x̂[b, t − (W−1) + j, c]) where x̂ is x preceded by the W−1 rows of
-// `state` (zeros if state is empty). state[B, W−1, Ch] (oldest row first) is updated in place to the last
-// W−1 rows of concat(state, x). Shapes: out, x [B, T, Ch]; w [Ch, W].
+// out[b, t, c] = silu(Σ_j w[c, j] · x̂[b, t − (W−1) + j, c]) where x̂ is x preceded by the W−1 rows
+// of `state` (zeros if state is empty). state[B, W−1, Ch] (oldest row first) is updated in place to
+// the last W−1 rows of concat(state, x). Shapes: out, x [B, T, Ch]; w [Ch, W].
 void conv1d_silu(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& state);
 // Training form (zero initial state). d_x[B, T, Ch]; d_w[Ch, W] accumulates.
-void conv1d_silu_backward(const Tensor& d_x, const Tensor& d_w, const Tensor& d_out, const Tensor& x,
-                          const Tensor& w);
+void conv1d_silu_backward(const Tensor& d_x, const Tensor& d_w, const Tensor& d_out,
+                          const Tensor& x, const Tensor& w);
 
-// Gates (spec §2.6.4-5), in f32: g[N, H] = −exp(A_log[h]) · softplus(a + dt_bias[h]) (softplus(x) = x
-// for x > 20), beta[N, H] = s · sigmoid(b) with s = 2 if allow_neg_eigval else 1. g and beta are f32.
+// Gates (spec §2.6.4-5), in f32: g[N, H] = −exp(A_log[h]) · softplus(a + dt_bias[h]) (softplus(x) =
+// x for x > 20), beta[N, H] = s · sigmoid(b) with s = 2 if allow_neg_eigval else 1. g and beta are
+// f32.
 void gdn_gates(const Tensor& g, const Tensor& beta, const Tensor& a, const Tensor& b,
                const Tensor& A_log, const Tensor& dt_bias, bool allow_neg_eigval);
 // d_a, d_b [N, H]; d_A_log, d_dt_bias [H] accumulate.
@@ -141,8 +151,8 @@ void gdn_gates_backward(const Tensor& d_a, const Tensor& d_b, const Tensor& d_A_
 // Gated delta rule (spec §2.6.7), per (b, h) with h_t = Sᵀ ∈ R^{Dk×Dv} in f32:
 //   h ← exp(g_t)·h;  u = β_t (v_t − hᵀk_t);  h ← h + k_t uᵀ;  o_t = hᵀ q_t
 // q[B, T, H, Dk] (already L2-normalised and scaled), k[B, T, H, Dk] (normalised), v[B, T, H, Dv],
-// g[B, T, H] f32 (log decay), beta[B, T, H] f32, state[B, H, Dk, Dv] f32: initial state in, final out.
-// o[B, T, H, Dv].
+// g[B, T, H] f32 (log decay), beta[B, T, H] f32, state[B, H, Dk, Dv] f32: initial state in, final
+// out. o[B, T, H, Dv].
 void gdn_recurrent(const Tensor& o, const Tensor& state, const Tensor& q, const Tensor& k,
                    const Tensor& v, const Tensor& g, const Tensor& beta);
 // The same function computed by chunks of `chunk` tokens with the UT/WY transform (spec §3).
@@ -150,8 +160,9 @@ void gdn_chunked(const Tensor& o, const Tensor& state, const Tensor& q, const Te
                  const Tensor& v, const Tensor& g, const Tensor& beta, int64_t chunk = 64);
 
 // Backward of the gated delta rule. Inputs as in the forward, with state0[B, H, Dk, Dv] the initial
-// state (may be empty = zeros) and d_state_final (may be empty = zeros) the gradient w.r.t. the final
-// state. Writes d_q, d_k, d_v, d_g, d_beta (shaped like their inputs) and, if not empty, d_state0.
+// state (may be empty = zeros) and d_state_final (may be empty = zeros) the gradient w.r.t. the
+// final state. Writes d_q, d_k, d_v, d_g, d_beta (shaped like their inputs) and, if not empty,
+// d_state0.
 void gdn_recurrent_backward(const Tensor& d_q, const Tensor& d_k, const Tensor& d_v,
                             const Tensor& d_g, const Tensor& d_beta, const Tensor& d_state0,
                             const Tensor& d_o, const Tensor& d_state_final, const Tensor& q,
@@ -187,7 +198,7 @@ double sum_squares(const Tensor& x);
 //   p ← p·(1 − lr·wd);  m ← β1·m + (1−β1)·g;  v ← β2·v + (1−β2)·g²
 //   p ← p − (lr / (1−β1^step)) · m / (sqrt(v / (1−β2^step)) + eps)
 // `grad_scale` multiplies g first (global-norm clipping). step counts from 1.
-void adamw(const Tensor& param, const Tensor& m, const Tensor& v, const Tensor& grad, float lr, float beta1,
-           float beta2, float eps, float weight_decay, int64_t step, float grad_scale);
+void adamw(const Tensor& param, const Tensor& m, const Tensor& v, const Tensor& grad, float lr,
+           float beta1, float beta2, float eps, float weight_decay, int64_t step, float grad_scale);
 
 }  // namespace olmo::ops

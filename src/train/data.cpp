@@ -6,8 +6,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <bit>
 #include <atomic>
+#include <bit>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -27,7 +27,8 @@ namespace {
 
 constexpr char kMagic[8] = {'O', 'L', 'M', 'O', 'T', 'O', 'K', '1'};
 constexpr size_t kHeaderBytes = 64;
-static_assert(std::endian::native == std::endian::little, "token shards are read in place as little-endian");
+static_assert(std::endian::native == std::endian::little,
+              "token shards are read in place as little-endian");
 
 void put_u32(unsigned char* p, uint32_t v) {
     for (int i = 0; i < 4; ++i) p[i] = (unsigned char)(v >> (8 * i));
@@ -57,7 +58,8 @@ ShardInfo parse_header(const unsigned char* h, size_t file_size, const std::stri
     s.num_documents = get_u64(h + 24);
     s.eos_id = get_u32(h + 32);
     s.vocab_size = get_u32(h + 36);
-    if (s.num_tokens > (file_size - kHeaderBytes) / 4 || kHeaderBytes + s.num_tokens * 4 != file_size)
+    if (s.num_tokens > (file_size - kHeaderBytes) / 4 ||
+        kHeaderBytes + s.num_tokens * 4 != file_size)
         fail("[data] ", path, ": header says ", s.num_tokens, " tokens but the file holds ",
              (file_size - kHeaderBytes) / 4);
     return s;
@@ -260,8 +262,9 @@ TokenStream TokenStream::open(const std::vector<std::string>& paths) {
             fail("[data] ", f, ": written by a different tokenizer than ", s.shards_[0].path);
         s.vocab_ = info.vocab_size;
         s.eos_ = info.eos_id;
-        s.maps_.push_back({map, reinterpret_cast<const uint32_t*>(static_cast<const char*>(p) + kHeaderBytes),
-                           s.total_, info.num_tokens});
+        s.maps_.push_back(
+            {map, reinterpret_cast<const uint32_t*>(static_cast<const char*>(p) + kHeaderBytes),
+             s.total_, info.num_tokens});
         s.total_ += info.num_tokens;
         s.shards_.push_back(info);
     }
@@ -286,17 +289,20 @@ void TokenStream::read(uint64_t start, uint64_t n, int32_t* out) const {
     }
 }
 
-DataLoader::DataLoader(const TokenStream& stream, int64_t seq_len, int64_t batch_size, uint64_t seed,
-                       double heldout_fraction)
+DataLoader::DataLoader(const TokenStream& stream, int64_t seq_len, int64_t batch_size,
+                       uint64_t seed, double heldout_fraction)
     : stream_(stream), seq_len_(seq_len), batch_(batch_size), seed_(seed) {
-    if (seq_len < 1 || batch_size < 1) fail("[data] sequence length and batch size must be positive");
-    if (!(heldout_fraction >= 0 && heldout_fraction < 1)) fail("[data] held-out fraction must be in [0, 1)");
+    if (seq_len < 1 || batch_size < 1)
+        fail("[data] sequence length and batch size must be positive");
+    if (!(heldout_fraction >= 0 && heldout_fraction < 1))
+        fail("[data] held-out fraction must be in [0, 1)");
     const uint64_t total = stream.size();
     uint64_t held = uint64_t(double(total) * heldout_fraction);
     if (heldout_fraction > 0 && held < uint64_t(seq_len) + 1) held = uint64_t(seq_len) + 1;
     if (held >= total) fail("[data] ", total, " tokens are too few to hold out ", held);
     heldout_start_ = total - held;
-    train_rows_ = heldout_start_ > uint64_t(seq_len) ? int64_t((heldout_start_ - 1) / uint64_t(seq_len)) : 0;
+    train_rows_ =
+        heldout_start_ > uint64_t(seq_len) ? int64_t((heldout_start_ - 1) / uint64_t(seq_len)) : 0;
     heldout_rows_ = held > 0 ? int64_t((held - 1) / uint64_t(seq_len)) : 0;
     if (train_rows_ < 1)
         fail("[data] ", heldout_start_, " training tokens make no row of ", seq_len + 1, " tokens");
@@ -304,7 +310,8 @@ DataLoader::DataLoader(const TokenStream& stream, int64_t seq_len, int64_t batch
 }
 
 void DataLoader::make_permutation() {
-    // Fisher-Yates with counter-based random numbers: the permutation depends only on (seed, epoch).
+    // Fisher-Yates with counter-based random numbers: the permutation depends only on (seed,
+    // epoch).
     perm_.resize(train_rows_);
     for (int64_t i = 0; i < train_rows_; ++i) perm_[i] = i;
     const Rng rng(seed_, 0xda7a0000ull + uint64_t(pos_.epoch));
@@ -337,7 +344,8 @@ void DataLoader::heldout(int64_t first, int64_t n, int32_t* ids, int32_t* target
     OLMO_CHECK(heldout_rows_ > 0, "no held-out data");
     for (int64_t i = 0; i < n; ++i) {
         const int64_t r = (first + i) % heldout_rows_;
-        row(heldout_start_ + uint64_t(r) * uint64_t(seq_len_), ids + i * seq_len_, targets + i * seq_len_);
+        row(heldout_start_ + uint64_t(r) * uint64_t(seq_len_), ids + i * seq_len_,
+            targets + i * seq_len_);
     }
 }
 

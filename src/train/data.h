@@ -10,10 +10,10 @@
 //   36..39       u32 vocabulary size of the tokenizer that wrote it
 //   40..63       reserved, zero
 //   64..         tokens, u32 each
-// The loader treats all shards as one token stream, cut into rows of seq_len + 1 tokens every seq_len
-// tokens (inputs = row[:-1], targets = row[1:]). The last `heldout_fraction` of the stream is held out;
-// training rows are shuffled per epoch by a seeded permutation, and the position (epoch, index) can be
-// saved and restored exactly.
+// The loader treats all shards as one token stream, cut into rows of seq_len + 1 tokens every
+// seq_len tokens (inputs = row[:-1], targets = row[1:]). The last `heldout_fraction` of the stream
+// is held out; training rows are shuffled per epoch by a seeded permutation, and the position
+// (epoch, index) can be saved and restored exactly.
 #pragma once
 
 #include <cstdint>
@@ -35,14 +35,14 @@ struct ShardInfo {
 
 // Writes one shard atomically: documents are appended, each followed by EOS.
 class TokenShardWriter {
-public:
+  public:
     TokenShardWriter(const std::string& path, uint32_t eos_id, uint32_t vocab_size);
     ~TokenShardWriter();
     void add_document(const std::vector<int32_t>& tokens);
     uint64_t num_tokens() const { return tokens_; }
     void finish();
 
-private:
+  private:
     struct Impl;
     std::unique_ptr<Impl> impl_;
     uint64_t tokens_ = 0, documents_ = 0;
@@ -68,7 +68,7 @@ std::vector<ShardInfo> tokenize_corpus(const CorpusOptions& options, const Encod
 
 // All tokens of a list of shards (or folders of *.tok), memory-mapped, as one stream.
 class TokenStream {
-public:
+  public:
     static TokenStream open(const std::vector<std::string>& paths);
     uint64_t size() const { return total_; }
     uint32_t vocab_size() const { return vocab_; }
@@ -77,7 +77,7 @@ public:
     void read(uint64_t start, uint64_t n, int32_t* out) const;
     const std::vector<ShardInfo>& shards() const { return shards_; }
 
-private:
+  private:
     struct Mapped {
         std::shared_ptr<void> map;
         const uint32_t* tokens;
@@ -95,7 +95,7 @@ struct LoaderPosition {
 };
 
 class DataLoader {
-public:
+  public:
     DataLoader(const TokenStream& stream, int64_t seq_len, int64_t batch_size, uint64_t seed,
                double heldout_fraction);
 
@@ -112,7 +112,7 @@ public:
     LoaderPosition position() const { return pos_; }
     void set_position(LoaderPosition p);
 
-private:
+  private:
     void row(uint64_t token_start, int32_t* ids, int32_t* targets) const;
     void make_permutation();
     const TokenStream& stream_;

@@ -15,7 +15,9 @@ AdamW::AdamW(const ModelWeights& params, AdamWConfig config)
     ops::fill(v_, 0.0f);
 }
 
-double AdamW::grad_norm(const ModelWeights& grads) { return std::sqrt(ops::sum_squares(grads.flat())); }
+double AdamW::grad_norm(const ModelWeights& grads) {
+    return std::sqrt(ops::sum_squares(grads.flat()));
+}
 
 void AdamW::step(ModelWeights& params, const ModelWeights& grads, double lr, double grad_norm) {
     ++steps_;
@@ -26,8 +28,8 @@ void AdamW::step(ModelWeights& params, const ModelWeights& grads, double lr, dou
         const int64_t n = params.params()[i].numel(), offset = params.offset_of(i);
         const double wd = params.table()[i].weight_decay ? config_.weight_decay : 0.0;
         ops::adamw(params.flat().narrow0(offset, n), m_->narrow0(offset, n), v_->narrow0(offset, n),
-                   grads.flat().narrow0(offset, n), float(lr), float(config_.beta1), float(config_.beta2),
-                   float(config_.eps), float(wd), steps_, float(clip));
+                   grads.flat().narrow0(offset, n), float(lr), float(config_.beta1),
+                   float(config_.beta2), float(config_.eps), float(wd), steps_, float(clip));
     }
 }
 

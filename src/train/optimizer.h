@@ -1,6 +1,6 @@
-// AdamW with f32 master weights and moments, global-norm gradient clipping, and the skip-step rule of
-// OLMo-core's SkipStepAdamW (spec §7.2): an update is skipped when the loss or the gradient norm is more
-// than `sigma` standard deviations above its mean over the last `window` steps.
+// AdamW with f32 master weights and moments, global-norm gradient clipping, and the skip-step rule
+// of OLMo-core's SkipStepAdamW (spec §7.2): an update is skipped when the loss or the gradient norm
+// is more than `sigma` standard deviations above its mean over the last `window` steps.
 #pragma once
 
 #include <deque>
@@ -16,7 +16,7 @@ struct AdamWConfig {
 };
 
 class AdamW {
-public:
+  public:
     AdamW(const ModelWeights& params, AdamWConfig config);
 
     // Applies one update at learning rate lr; returns the gradient norm before clipping.
@@ -32,14 +32,14 @@ public:
     const Tensor& v() const { return v_.view(); }
     void set_steps(int64_t s) { steps_ = s; }
 
-private:
+  private:
     AdamWConfig config_;
     OwnedTensor m_, v_;  // [P] f32, the flat layout of ModelWeights
     int64_t steps_ = 0;
 };
 
 class SkipStepMonitor {
-public:
+  public:
     explicit SkipStepMonitor(double sigma = 6.0, size_t window = 128, size_t min_history = 20)
         : sigma_(sigma), window_(window), min_history_(min_history) {}
     // True if this step should be skipped; records the values of steps that were taken.
@@ -47,7 +47,7 @@ public:
     nlohmann::json to_json() const;
     void from_json(const nlohmann::json& j);
 
-private:
+  private:
     bool outlier(const std::deque<double>& history, double x) const;
     double sigma_;
     size_t window_, min_history_;

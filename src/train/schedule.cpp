@@ -12,8 +12,10 @@ void Schedule::validate() const {
         fail("[schedule] --schedule must be cosine, wsd, linear or constant, got \"", kind, "\"");
     if (!(lr > 0)) fail("[schedule] --lr must be positive, got ", lr);
     if (warmup < 0 || total <= 0) fail("[schedule] warm-up must be >= 0 and steps > 0");
-    if (!(alpha_f >= 0 && alpha_f <= 1)) fail("[schedule] alpha_f must be in [0, 1], got ", alpha_f);
-    if (!(decay_fraction >= 0 && decay_fraction <= 1)) fail("[schedule] decay fraction must be in [0, 1]");
+    if (!(alpha_f >= 0 && alpha_f <= 1))
+        fail("[schedule] alpha_f must be in [0, 1], got ", alpha_f);
+    if (!(decay_fraction >= 0 && decay_fraction <= 1))
+        fail("[schedule] decay fraction must be in [0, 1]");
 }
 
 double Schedule::at(int64_t step) const {

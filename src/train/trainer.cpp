@@ -3,9 +3,9 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <cstdlib>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -38,7 +38,8 @@ std::string find_latest_checkpoint(const std::string& output_dir) {
     std::string name;
     if (!in || !std::getline(in, name) || name.empty()) return "";
     const fs::path dir = fs::path(output_dir) / "checkpoints" / name;
-    if (!fs::exists(dir / "trainer_state.json")) fail("[train] ", latest.string(), " names ", name, ", which is incomplete");
+    if (!fs::exists(dir / "trainer_state.json"))
+        fail("[train] ", latest.string(), " names ", name, ", which is incomplete");
     return dir.string();
 }
 
@@ -53,8 +54,8 @@ Trainer::Trainer(Model& model, const TokenStream& data, TrainOptions options)
     if (opt_.steps < 1) fail("[train] --steps must be >= 1");
     if (opt_.grad_accum < 1) fail("[train] --grad-accum must be >= 1");
     if (data.vocab_size() > uint64_t(model.config().vocab_size))
-        fail("[train] the data's tokenizer has ", data.vocab_size(), " tokens but the model's vocabulary is ",
-             model.config().vocab_size);
+        fail("[train] the data's tokenizer has ", data.vocab_size(),
+             " tokens but the model's vocabulary is ", model.config().vocab_size);
     opt_.schedule.total = opt_.steps;
     opt_.schedule.validate();
     std::error_code ec;
@@ -67,7 +68,8 @@ Trainer::Trainer(Model& model, const TokenStream& data, TrainOptions options)
 
 void Trainer::resume(const std::string& checkpoint_in) {
     std::string checkpoint = checkpoint_in;
-    if (fs::exists(fs::path(checkpoint) / "checkpoints")) checkpoint = find_latest_checkpoint(checkpoint);
+    if (fs::exists(fs::path(checkpoint) / "checkpoints"))
+        checkpoint = find_latest_checkpoint(checkpoint);
     if (checkpoint.empty()) fail("[train] --resume: no checkpoint in ", checkpoint_in);
     std::ifstream in(fs::path(checkpoint) / "trainer_state.json");
     if (!in) fail("[train] ", checkpoint, ": no trainer_state.json");
@@ -82,16 +84,18 @@ void Trainer::resume(const std::string& checkpoint_in) {
                              : key == std::string("batch_size") ? opt_.batch_size
                                                                 : opt_.grad_accum;
         if (st.at(key).get<int64_t>() != want)
-            fail("[train] --resume: the checkpoint was made with ", key, " = ", st.at(key).get<int64_t>(),
-                 ", this run asks for ", want);
+            fail("[train] --resume: the checkpoint was made with ", key, " = ",
+                 st.at(key).get<int64_t>(), ", this run asks for ", want);
     }
     model_.weights().load((fs::path(checkpoint) / "model.safetensors").string());
-    SafetensorsReader opt = SafetensorsReader::open((fs::path(checkpoint) / "optimizer.safetensors").string());
+    SafetensorsReader opt =
+        SafetensorsReader::open((fs::path(checkpoint) / "optimizer.safetensors").string());
     copy_tensor(adamw_.m(), opt.get("adamw.m").view());
     copy_tensor(adamw_.v(), opt.get("adamw.v").view());
     adamw_.set_steps(st.at("adamw_steps").get<int64_t>());
     monitor_.from_json(st.at("skip_step"));
-    loader_.set_position({st.at("loader").at("epoch").get<int64_t>(), st.at("loader").at("index").get<int64_t>()});
+    loader_.set_position(
+        {st.at("loader").at("epoch").get<int64_t>(), st.at("loader").at("index").get<int64_t>()});
     step_ = st.at("step").get<int64_t>();
     tokens_seen_ = st.at("tokens").get<int64_t>();
     // Metrics after the checkpoint's step belong to the run being replaced.
@@ -104,7 +108,9 @@ void Trainer::resume(const std::string& checkpoint_in) {
     write_file_atomic(csv.string(), kept);
 }
 
-std::string Trainer::latest_checkpoint() const { return find_latest_checkpoint(opt_.output_dir); }
+std::string Trainer::latest_checkpoint() const {
+    return find_latest_checkpoint(opt_.output_dir);
+}
 
 std::string Trainer::save_checkpoint() {
     const fs::path root = fs::path(opt_.output_dir) / "checkpoints";
@@ -138,7 +144,8 @@ std::string Trainer::save_checkpoint() {
     // Keep the newest few complete checkpoints.
     std::vector<fs::path> all;
     for (const auto& e : fs::directory_iterator(root))
-        if (e.is_directory() && e.path().filename().string().rfind("step-", 0) == 0) all.push_back(e.path());
+        if (e.is_directory() && e.path().filename().string().rfind("step-", 0) == 0)
+            all.push_back(e.path());
     std::sort(all.begin(), all.end());
     for (size_t i = 0; i + size_t(std::max<int64_t>(1, opt_.keep_checkpoints)) < all.size(); ++i)
         fs::remove_all(all[i], ec);
@@ -151,7 +158,8 @@ double Trainer::heldout_loss() {
     OwnedTensor ids(DType::i32, {B, T}), targets(DType::i32, {B, T});
     double sum = 0;
     int64_t count = 0;
-    const int64_t batches = std::max<int64_t>(1, std::min(opt_.eval_batches, (loader_.heldout_rows() + B - 1) / B));
+    const int64_t batches =
+        std::max<int64_t>(1, std::min(opt_.eval_batches, (loader_.heldout_rows() + B - 1) / B));
     for (int64_t i = 0; i < batches; ++i) {
         loader_.heldout(i * B, B, ids->as<int32_t>(), targets->as<int32_t>());
         const LossResult r = evaluate_loss(model_, ids, targets, opt_.loss, arena_);
@@ -179,11 +187,16 @@ void Trainer::plot() const {
     const fs::path dir(opt_.output_dir);
     const std::string script =
         "set terminal pngcairo size 900,520 font ',10'\n"
-        "set output '" + (dir / "loss.png").string() + "'\n"
+        "set output '" +
+        (dir / "loss.png").string() +
+        "'\n"
         "set datafile separator ','\nset key top right\nset grid\n"
         "set xlabel 'step'\nset ylabel 'loss (nats/token)'\n"
-        "plot '" + (dir / "metrics.csv").string() + "' using 1:3 every ::1 with lines lw 1 title 'train', \\\n"
-        "     '' using 1:($6 > 0 ? $6 : 1/0) every ::1 with linespoints pt 7 ps 0.6 lw 2 title 'held-out'\n";
+        "plot '" +
+        (dir / "metrics.csv").string() +
+        "' using 1:3 every ::1 with lines lw 1 title 'train', \\\n"
+        "     '' using 1:($6 > 0 ? $6 : 1/0) every ::1 with linespoints pt 7 ps 0.6 lw 2 title "
+        "'held-out'\n";
     const std::string script_path = (dir / "loss.gnuplot").string();
     write_file_atomic(script_path, script);
     const std::string cmd = "gnuplot '" + script_path + "' 2>/dev/null";
@@ -205,8 +218,8 @@ void Trainer::run(const std::function<void(const StepMetrics&)>& on_step) {
         double loss = 0;
         for (int64_t micro = 0; micro < opt_.grad_accum; ++micro) {
             loader_.next(ids->as<int32_t>(), targets->as<int32_t>());
-            const LossResult r = forward_backward(model_, ids, targets, grads_, 1.0f / float(opt_.grad_accum),
-                                                  opt_.loss, arena_);
+            const LossResult r = forward_backward(model_, ids, targets, grads_,
+                                                  1.0f / float(opt_.grad_accum), opt_.loss, arena_);
             arena_.reset();
             loss += r.loss / double(opt_.grad_accum);
         }
@@ -220,28 +233,32 @@ void Trainer::run(const std::function<void(const StepMetrics&)>& on_step) {
         const auto now = clock::now();
         m.step = step_;
         m.tokens = tokens_seen_;
-        m.tokens_per_s = double(B * T * opt_.grad_accum) / std::chrono::duration<double>(now - last).count();
+        m.tokens_per_s =
+            double(B * T * opt_.grad_accum) / std::chrono::duration<double>(now - last).count();
         last = now;
         const double minutes = std::chrono::duration<double>(now - start).count() / 60.0;
         const bool out_of_time = (opt_.max_minutes > 0 && minutes >= opt_.max_minutes) ||
                                  (opt_.stop_at_step > 0 && step_ >= opt_.stop_at_step);
         const bool final_step = step_ == opt_.steps || out_of_time;
-        if ((opt_.eval_every > 0 && step_ % opt_.eval_every == 0) || final_step) m.heldout_loss = heldout_loss();
+        if ((opt_.eval_every > 0 && step_ % opt_.eval_every == 0) || final_step)
+            m.heldout_loss = heldout_loss();
         write_metrics(m);
         char suffix[160];
-        std::snprintf(suffix, sizeof suffix, "loss %.4f  lr %.2e  gnorm %.3f  %s tok/s%s", m.loss, m.lr, m.grad_norm,
-                      human_count(m.tokens_per_s).c_str(), m.skipped ? "  (skipped)" : "");
+        std::snprintf(suffix, sizeof suffix, "loss %.4f  lr %.2e  gnorm %.3f  %s tok/s%s", m.loss,
+                      m.lr, m.grad_norm, human_count(m.tokens_per_s).c_str(),
+                      m.skipped ? "  (skipped)" : "");
         progress.set_suffix(suffix);
         progress.set(double(step_));
         if (m.heldout_loss >= 0 && opt_.progress)
-            std::fprintf(stderr, "%sstep %lld: train loss %.4f, held-out loss %.4f\n", isatty(2) ? "\r\033[K" : "",
-                         (long long)step_, m.loss, m.heldout_loss);
+            std::fprintf(stderr, "%sstep %lld: train loss %.4f, held-out loss %.4f\n",
+                         isatty(2) ? "\r\033[K" : "", (long long)step_, m.loss, m.heldout_loss);
         if (on_step) on_step(m);
-        if ((opt_.checkpoint_every > 0 && step_ % opt_.checkpoint_every == 0) || final_step) save_checkpoint();
+        if ((opt_.checkpoint_every > 0 && step_ % opt_.checkpoint_every == 0) || final_step)
+            save_checkpoint();
         if (out_of_time) {
             if (opt_.progress && opt_.max_minutes > 0 && minutes >= opt_.max_minutes)
-                std::fprintf(stderr, "\ntrain: time limit of %.1f minutes reached at step %lld\n", opt_.max_minutes,
-                             (long long)step_);
+                std::fprintf(stderr, "\ntrain: time limit of %.1f minutes reached at step %lld\n",
+                             opt_.max_minutes, (long long)step_);
             break;
         }
     }

@@ -1,12 +1,12 @@
-// The training loop: batches from the DataLoader, forward_backward with gradient accumulation, global-norm
-// clipping, the learning-rate schedule, skip-step on spikes, AdamW; periodic held-out loss; metrics to
-// CSV with a PNG plot; checkpoints written atomically and an exact resume.
+// The training loop: batches from the DataLoader, forward_backward with gradient accumulation,
+// global-norm clipping, the learning-rate schedule, skip-step on spikes, AdamW; periodic held-out
+// loss; metrics to CSV with a PNG plot; checkpoints written atomically and an exact resume.
 //
 // Output folder layout (docs/TRAINING.md):
 //   metrics.csv, loss.png
-//   checkpoints/step-000100/{config.json, model.safetensors, optimizer.safetensors, trainer_state.json}
-//   checkpoints/latest            name of the newest complete checkpoint
-//   model/                        the final weights (HF layout), written when the run ends
+//   checkpoints/step-000100/{config.json, model.safetensors, optimizer.safetensors,
+//   trainer_state.json} checkpoints/latest            name of the newest complete checkpoint model/
+//   the final weights (HF layout), written when the run ends
 #pragma once
 
 #include <functional>
@@ -34,8 +34,10 @@ struct TrainOptions {
     int64_t keep_checkpoints = 2;
     int64_t log_every = 10;
     bool skip_steps = true;
-    double max_minutes = 0;  // stop early (with a checkpoint) after this much wall time; 0 = no limit
-    int64_t stop_at_step = 0;  // stop (with a checkpoint) once this step is done, as if interrupted; 0 = never
+    double max_minutes =
+        0;  // stop early (with a checkpoint) after this much wall time; 0 = no limit
+    int64_t stop_at_step =
+        0;  // stop (with a checkpoint) once this step is done, as if interrupted; 0 = never
     bool progress = true;
 };
 
@@ -47,8 +49,9 @@ struct StepMetrics {
 };
 
 class Trainer {
-public:
-    // `model` holds f32 master weights (random or loaded); its config is saved with every checkpoint.
+  public:
+    // `model` holds f32 master weights (random or loaded); its config is saved with every
+    // checkpoint.
     Trainer(Model& model, const TokenStream& data, TrainOptions options);
 
     // Continues from a checkpoint folder (or the output folder's latest checkpoint).
@@ -62,7 +65,7 @@ public:
     // Writes a checkpoint now (atomically); returns its folder.
     std::string save_checkpoint();
 
-private:
+  private:
     void write_metrics(const StepMetrics& m);
     void plot() const;
 

@@ -41,26 +41,33 @@ void Guarded::poison() {
 
 ::testing::AssertionResult Guarded::guards_intact() const {
     std::vector<unsigned char> before(kGuardBytes), after(kGuardBytes);
-    cuda::copy_bytes(before.data(), false, static_cast<const char*>(view_.data) - kGuardBytes, true, kGuardBytes);
-    cuda::copy_bytes(after.data(), false, static_cast<const char*>(view_.data) + view_.nbytes(), true, kGuardBytes);
+    cuda::copy_bytes(before.data(), false, static_cast<const char*>(view_.data) - kGuardBytes, true,
+                     kGuardBytes);
+    cuda::copy_bytes(after.data(), false, static_cast<const char*>(view_.data) + view_.nbytes(),
+                     true, kGuardBytes);
     for (size_t i = 0; i < kGuardBytes; ++i) {
         if (before[i] != kSentinel)
-            return ::testing::AssertionFailure() << "write " << (kGuardBytes - i) << " bytes before the output";
+            return ::testing::AssertionFailure()
+                   << "write " << (kGuardBytes - i) << " bytes before the output";
         if (after[i] != kSentinel)
-            return ::testing::AssertionFailure() << "write " << i << " bytes past the end of the output";
+            return ::testing::AssertionFailure()
+                   << "write " << i << " bytes past the end of the output";
     }
     return ::testing::AssertionSuccess();
 }
 
 double tolerance(const std::string& op, DType dtype) {
-    // f32: the same arithmetic in another order (and fast-math intrinsics for exp/rsqrt): ~1e-6 per op,
-    // up to ~1e-5 after long reductions. bf16 storage: one rounding of the output (2^-8 = 3.9e-3 relative)
-    // plus rounded inputs; ops that chain several roundings (attention, GDN) get a wider bound.
+    // f32: the same arithmetic in another order (and fast-math intrinsics for exp/rsqrt): ~1e-6 per
+    // op, up to ~1e-5 after long reductions. bf16 storage: one rounding of the output (2^-8
+    // = 3.9e-3 relative) plus rounded inputs; ops that chain several roundings (attention, GDN) get
+    // a wider bound.
     static const std::map<std::string, std::pair<double, double>> table = {
-        {"elementwise", {1e-6, 8e-3}}, {"norm", {1e-5, 1e-2}},     {"rope", {1e-5, 1e-2}},
-        {"matmul", {1e-5, 1e-2}},      {"conv", {1e-5, 1e-2}},     {"gates", {1e-5, 1e-2}},
-        {"attention", {2e-5, 2e-2}},   {"gdn", {5e-5, 3e-2}},      {"loss", {1e-5, 1e-3}},
-        {"loss_grad", {1e-5, 8e-3}},   {"model", {1e-4, 5e-2}},    {"gdn_ill_conditioned", {5e-5, 6e-2}},
+        {"elementwise", {1e-6, 8e-3}}, {"norm", {1e-5, 1e-2}},
+        {"rope", {1e-5, 1e-2}},        {"matmul", {1e-5, 1e-2}},
+        {"conv", {1e-5, 1e-2}},        {"gates", {1e-5, 1e-2}},
+        {"attention", {2e-5, 2e-2}},   {"gdn", {5e-5, 3e-2}},
+        {"loss", {1e-5, 1e-3}},        {"loss_grad", {1e-5, 8e-3}},
+        {"model", {1e-4, 5e-2}},       {"gdn_ill_conditioned", {5e-5, 6e-2}},
     };
     auto it = table.find(op);
     OLMO_CHECK(it != table.end(), "no tolerance for op family ", op);

@@ -1,5 +1,5 @@
-// Helpers for the CUDA op tests: device copies of host inputs, outputs with guard zones, and the one
-// table of tolerances (justified in docs/NUMERICS.md).
+// Helpers for the CUDA op tests: device copies of host inputs, outputs with guard zones, and the
+// one table of tolerances (justified in docs/NUMERICS.md).
 #pragma once
 
 #include <string>
@@ -20,20 +20,21 @@ OwnedTensor to_device(const Tensor& host, DType dtype);
 // The same values rounded through dtype and back to host f32 (what the device actually sees).
 OwnedTensor rounded(const Tensor& host, DType dtype);
 
-// A device tensor with kGuardBytes of sentinel bytes before and after it. check() fails the test if an
-// op wrote outside its output.
+// A device tensor with kGuardBytes of sentinel bytes before and after it. check() fails the test if
+// an op wrote outside its output.
 class Guarded {
-public:
+  public:
     static constexpr size_t kGuardBytes = 4096;
     Guarded(DType dtype, std::initializer_list<int64_t> shape);
     Guarded(DType dtype, std::span<const int64_t> shape);
     const Tensor& view() const { return view_; }
     operator const Tensor&() const { return view_; }
-    // Fills the tensor itself with a NaN pattern, so that unwritten elements are caught by comparisons.
+    // Fills the tensor itself with a NaN pattern, so that unwritten elements are caught by
+    // comparisons.
     void poison();
     ::testing::AssertionResult guards_intact() const;
 
-private:
+  private:
     std::shared_ptr<void> storage_;
     Tensor view_;
 };

@@ -1,5 +1,5 @@
-// The CUDA matrix products, gated delta rule and attention against the CPU reference on the same inputs
-// (rounded through the storage dtype), f32 and bf16, with guard zones around every output.
+// The CUDA matrix products, gated delta rule and attention against the CPU reference on the same
+// inputs (rounded through the storage dtype), f32 and bf16, with guard zones around every output.
 #include <cmath>
 
 #include "cuda_testing.h"
@@ -23,7 +23,8 @@ TEST(CudaMatmul, ForwardAndBackward) {
     };
     for (const Case c : {Case{1, 96, 5}, Case{7, 64, 130}, Case{64, 384, 192}, Case{3, 3840, 72}}) {
         for (DType dt : kDtypes) {
-            OwnedTensor x = testing::random_uniform({c.N, c.I}, 1), w = testing::random_uniform({c.O, c.I}, 2, -0.2f, 0.2f);
+            OwnedTensor x = testing::random_uniform({c.N, c.I}, 1),
+                        w = testing::random_uniform({c.O, c.I}, 2, -0.2f, 0.2f);
             OwnedTensor xr = rounded(x, dt), wr = rounded(w, dt);
             OwnedTensor ref(DType::f32, {c.N, c.O});
             ops::matmul(ref, xr, wr);
@@ -31,7 +32,8 @@ TEST(CudaMatmul, ForwardAndBackward) {
             out.poison();
             OwnedTensor xd = to_device(x, dt), wd = to_device(w, dt);
             ops::matmul(out, xd, wd);
-            EXPECT_TRUE(close(out.view(), ref, tolerance("matmul", dt))) << c.N << "x" << c.I << "x" << c.O;
+            EXPECT_TRUE(close(out.view(), ref, tolerance("matmul", dt)))
+                << c.N << "x" << c.I << "x" << c.O;
             EXPECT_TRUE(out.guards_intact());
             // accumulate: out += x·wᵀ again -> 2·ref
             ops::matmul(out, xd, wd, true);
@@ -52,7 +54,8 @@ TEST(CudaMatmul, ForwardAndBackward) {
             ops::matmul_backward_input(dx, doutd, wd, false);
             ops::matmul_backward_weight(dw, doutd, xd);
             EXPECT_TRUE(close(dx.view(), dx_ref, tolerance("matmul", dt)));
-            EXPECT_TRUE(close(dw.view(), dw_ref, tolerance("matmul", DType::f32) * (dt == DType::f32 ? 1 : 10)));
+            EXPECT_TRUE(close(dw.view(), dw_ref,
+                              tolerance("matmul", DType::f32) * (dt == DType::f32 ? 1 : 10)));
             EXPECT_TRUE(dx.guards_intact() && dw.guards_intact());
         }
     }
@@ -63,7 +66,8 @@ TEST(CudaMatmul, SegmentsEqualSeparateProducts) {
     const int64_t I = 136, rows[3] = {40, 8, 72};
     for (int64_t N : {1, 5, 16, 40}) {
         for (DType dt : kDtypes) {
-            OwnedTensor x = testing::random_uniform({N, I}, 11), w = testing::random_uniform({120, I}, 12, -0.3f, 0.3f);
+            OwnedTensor x = testing::random_uniform({N, I}, 11),
+                        w = testing::random_uniform({120, I}, 12, -0.3f, 0.3f);
             OwnedTensor xd = to_device(x, dt), wd = to_device(w, dt);
             std::vector<Guarded> outs;
             std::vector<Tensor> views;
@@ -77,7 +81,8 @@ TEST(CudaMatmul, SegmentsEqualSeparateProducts) {
             for (size_t s = 0; s < outs.size(); ++s) {
                 OwnedTensor ref(DType::f32, {N, rows[s]});
                 ops::matmul(ref, rounded(x, dt), rounded(w, dt).view().narrow0(r0, rows[s]));
-                EXPECT_TRUE(close(outs[s].view(), ref, tolerance("matmul", dt))) << "N=" << N << " segment " << s;
+                EXPECT_TRUE(close(outs[s].view(), ref, tolerance("matmul", dt)))
+                    << "N=" << N << " segment " << s;
                 EXPECT_TRUE(outs[s].guards_intact());
                 r0 += rows[s];
             }
@@ -91,13 +96,17 @@ struct GdnInputs {
 
 // q, k L2-normalised (q scaled), β ∈ (0, 2), decays mostly mild with some near −20.
 GdnInputs gdn_inputs(int64_t B, int64_t T, int64_t H, int64_t Dk, int64_t Dv, uint64_t seed) {
-    GdnInputs in{testing::random_normal({B, T, H, Dk}, seed), testing::random_normal({B, T, H, Dk}, seed + 1),
-                 testing::random_normal({B, T, H, Dv}, seed + 2), testing::random_uniform({B, T, H}, seed + 3, -1.0f, -0.01f),
+    GdnInputs in{testing::random_normal({B, T, H, Dk}, seed),
+                 testing::random_normal({B, T, H, Dk}, seed + 1),
+                 testing::random_normal({B, T, H, Dv}, seed + 2),
+                 testing::random_uniform({B, T, H}, seed + 3, -1.0f, -0.01f),
                  testing::random_uniform({B, T, H}, seed + 4, 0.01f, 1.99f),
                  testing::random_normal({B, H, Dk, Dv}, seed + 5, 0.3f)};
-    ops::l2norm(in.q.view().reshape({-1, Dk}), in.q.view().reshape({-1, Dk}), 1e-6f, 1.0f / std::sqrt(float(Dk)));
+    ops::l2norm(in.q.view().reshape({-1, Dk}), in.q.view().reshape({-1, Dk}), 1e-6f,
+                1.0f / std::sqrt(float(Dk)));
     ops::l2norm(in.k.view().reshape({-1, Dk}), in.k.view().reshape({-1, Dk}), 1e-6f, 1.0f);
-    for (int64_t i = 0; i < in.g->numel(); i += 17) in.g.f32()[i] = -20.0f;  // strong decay in places
+    for (int64_t i = 0; i < in.g->numel(); i += 17)
+        in.g.f32()[i] = -20.0f;  // strong decay in places
     return in;
 }
 
@@ -106,20 +115,23 @@ TEST(CudaGdn, RecurrentAndChunkedMatchTheCpu) {
     struct Case {
         int64_t B, T, H, Dk, Dv;
     };
-    const Case cases[] = {{2, 1, 3, 16, 32},  {2, 63, 3, 16, 32},   {1, 64, 2, 96, 192}, {2, 65, 3, 96, 192},
-                          {1, 200, 2, 128, 128}, {1, 130, 2, 12, 20}, {2, 16, 30, 96, 192}};
+    const Case cases[] = {{2, 1, 3, 16, 32},   {2, 63, 3, 16, 32},    {1, 64, 2, 96, 192},
+                          {2, 65, 3, 96, 192}, {1, 200, 2, 128, 128}, {1, 130, 2, 12, 20},
+                          {2, 16, 30, 96, 192}};
     for (const Case c : cases) {
         for (DType dt : kDtypes) {
             for (bool chunked : {false, true}) {
                 GdnInputs in = gdn_inputs(c.B, c.T, c.H, c.Dk, c.Dv, 40 + c.T);
                 OwnedTensor qr = rounded(in.q, dt), kr = rounded(in.k, dt), vr = rounded(in.v, dt);
-                OwnedTensor o_ref(DType::f32, {c.B, c.T, c.H, c.Dv}), s_ref(DType::f32, {c.B, c.H, c.Dk, c.Dv});
+                OwnedTensor o_ref(DType::f32, {c.B, c.T, c.H, c.Dv}),
+                    s_ref(DType::f32, {c.B, c.H, c.Dk, c.Dv});
                 copy_tensor(s_ref, in.state);
                 ops::gdn_recurrent(o_ref, s_ref, qr, kr, vr, in.g, in.beta);
                 Guarded o(dt, {c.B, c.T, c.H, c.Dv}), s(DType::f32, {c.B, c.H, c.Dk, c.Dv});
                 o.poison();
                 copy_tensor(s, in.state);
-                OwnedTensor qd = to_device(in.q, dt), kd = to_device(in.k, dt), vd = to_device(in.v, dt);
+                OwnedTensor qd = to_device(in.q, dt), kd = to_device(in.k, dt),
+                            vd = to_device(in.v, dt);
                 OwnedTensor gd = to_device(in.g, DType::f32), bd = to_device(in.beta, DType::f32);
                 if (chunked)
                     ops::gdn_chunked(o, s, qd, kd, vd, gd, bd);
@@ -127,7 +139,8 @@ TEST(CudaGdn, RecurrentAndChunkedMatchTheCpu) {
                     ops::gdn_recurrent(o, s, qd, kd, vd, gd, bd);
                 const std::string what = std::string(chunked ? "chunked" : "recurrent") + " " +
                                          std::string(dtype_name(dt)) + " T=" + std::to_string(c.T) +
-                                         " Dk/Dv=" + std::to_string(c.Dk) + "/" + std::to_string(c.Dv);
+                                         " Dk/Dv=" + std::to_string(c.Dk) + "/" +
+                                         std::to_string(c.Dv);
                 EXPECT_TRUE(close(o.view(), o_ref, tolerance("gdn", dt))) << what;
                 EXPECT_TRUE(close(s.view(), s_ref, tolerance("gdn", dt))) << what << " (state)";
                 EXPECT_TRUE(o.guards_intact() && s.guards_intact()) << what;
@@ -136,22 +149,26 @@ TEST(CudaGdn, RecurrentAndChunkedMatchTheCpu) {
     }
 }
 
-// The regime where the chunked form is ill-conditioned: strongly correlated keys, β near 2 and weak decay
-// make T = (I + A)⁻¹ large with alternating signs; the bf16 kernels must still track the f32 reference.
+// The regime where the chunked form is ill-conditioned: strongly correlated keys, β near 2 and weak
+// decay make T = (I + A)⁻¹ large with alternating signs; the bf16 kernels must still track the f32
+// reference.
 TEST(CudaGdn, CorrelatedKeysAndLargeBeta) {
     OLMO_REQUIRE_CUDA();
     const int64_t B = 1, T = 130, H = 2, Dk = 16, Dv = 32;
     GdnInputs in = gdn_inputs(B, T, H, Dk, Dv, 77);
     OwnedTensor base = testing::random_normal({Dk}, 78);
     for (int64_t r = 0; r < B * T * H; ++r)
-        for (int64_t d = 0; d < Dk; ++d) in.k.f32()[r * Dk + d] = base.f32()[d] + 0.3f * in.k.f32()[r * Dk + d];
+        for (int64_t d = 0; d < Dk; ++d)
+            in.k.f32()[r * Dk + d] = base.f32()[d] + 0.3f * in.k.f32()[r * Dk + d];
     ops::l2norm(in.k.view().reshape({-1, Dk}), in.k.view().reshape({-1, Dk}), 1e-6f, 1.0f);
-    for (int64_t i = 0; i < in.beta->numel(); ++i) in.beta.f32()[i] = 1.6f + 0.35f * in.beta.f32()[i] / 2.0f;
+    for (int64_t i = 0; i < in.beta->numel(); ++i)
+        in.beta.f32()[i] = 1.6f + 0.35f * in.beta.f32()[i] / 2.0f;
     for (int64_t i = 0; i < in.g->numel(); ++i) in.g.f32()[i] = -0.02f;
     const DType dt = DType::bf16;
     OwnedTensor o_ref(DType::f32, {B, T, H, Dv}), s_ref(DType::f32, {B, H, Dk, Dv});
     copy_tensor(s_ref, in.state);
-    ops::gdn_recurrent(o_ref, s_ref, rounded(in.q, dt), rounded(in.k, dt), rounded(in.v, dt), in.g, in.beta);
+    ops::gdn_recurrent(o_ref, s_ref, rounded(in.q, dt), rounded(in.k, dt), rounded(in.v, dt), in.g,
+                       in.beta);
     for (bool chunked : {false, true}) {
         Guarded o(dt, {B, T, H, Dv}), s(DType::f32, {B, H, Dk, Dv});
         copy_tensor(s, in.state);
@@ -161,8 +178,9 @@ TEST(CudaGdn, CorrelatedKeysAndLargeBeta) {
             ops::gdn_chunked(o, s, qd, kd, vd, gd, bd);
         else
             ops::gdn_recurrent(o, s, qd, kd, vd, gd, bd);
-        // The chunked form rounds W, U and the chunk states to bf16 (as fla does); in this ill-conditioned
-        // regime T = (I + A)⁻¹ amplifies those roundings (docs/NUMERICS.md, "gdn_ill_conditioned").
+        // The chunked form rounds W, U and the chunk states to bf16 (as fla does); in this
+        // ill-conditioned regime T = (I + A)⁻¹ amplifies those roundings (docs/NUMERICS.md,
+        // "gdn_ill_conditioned").
         const double tol = tolerance(chunked ? "gdn_ill_conditioned" : "gdn", dt);
         EXPECT_TRUE(close(o.view(), o_ref, tol)) << (chunked ? "chunked" : "recurrent");
         EXPECT_TRUE(close(s.view(), s_ref, tol)) << (chunked ? "chunked" : "recurrent") << " state";
@@ -177,10 +195,10 @@ TEST(CudaAttention, MatchesTheCpu) {
         std::vector<int32_t> kv_lens;
     };
     const std::vector<Case> cases = {
-        {2, 1, 40, 4, 2, 128, 0, {17, 40}},      {2, 1, 40, 4, 4, 96, 0, {1, 33}},
-        {1, 64, 64, 2, 2, 128, 0, {64}},         {2, 65, 90, 4, 2, 128, 0, {65, 90}},
-        {1, 130, 130, 2, 1, 64, 0, {130}},       {2, 63, 80, 4, 2, 64, 17, {63, 80}},
-        {1, 16, 300, 2, 2, 128, 0, {300}},       {1, 200, 200, 2, 2, 128, 33, {200}},
+        {2, 1, 40, 4, 2, 128, 0, {17, 40}}, {2, 1, 40, 4, 4, 96, 0, {1, 33}},
+        {1, 64, 64, 2, 2, 128, 0, {64}},    {2, 65, 90, 4, 2, 128, 0, {65, 90}},
+        {1, 130, 130, 2, 1, 64, 0, {130}},  {2, 63, 80, 4, 2, 64, 17, {63, 80}},
+        {1, 16, 300, 2, 2, 128, 0, {300}},  {1, 200, 200, 2, 2, 128, 33, {200}},
         {2, 24, 50, 3, 3, 32, 0, {24, 50}},
     };
     for (const Case& c : cases) {
@@ -192,14 +210,17 @@ TEST(CudaAttention, MatchesTheCpu) {
             for (int64_t b = 0; b < c.B; ++b) lens->as<int32_t>()[b] = c.kv_lens[b];
             const float scale = 1.0f / std::sqrt(float(c.D));
             OwnedTensor ref(DType::f32, {c.B, c.Tq, c.Hq, c.D});
-            ops::attention(ref, rounded(q, dt), rounded(k, dt), rounded(v, dt), lens, c.window, scale);
+            ops::attention(ref, rounded(q, dt), rounded(k, dt), rounded(v, dt), lens, c.window,
+                           scale);
             Guarded out(dt, {c.B, c.Tq, c.Hq, c.D});
             out.poison();
             OwnedTensor lens_d(DType::i32, {c.B}, Device::cuda);
             copy_tensor(lens_d, lens);
-            ops::attention(out, to_device(q, dt), to_device(k, dt), to_device(v, dt), lens_d, c.window, scale);
-            const std::string what = std::string(dtype_name(dt)) + " Tq=" + std::to_string(c.Tq) + " D=" +
-                                     std::to_string(c.D) + " window=" + std::to_string(c.window);
+            ops::attention(out, to_device(q, dt), to_device(k, dt), to_device(v, dt), lens_d,
+                           c.window, scale);
+            const std::string what = std::string(dtype_name(dt)) + " Tq=" + std::to_string(c.Tq) +
+                                     " D=" + std::to_string(c.D) +
+                                     " window=" + std::to_string(c.window);
             EXPECT_TRUE(close(out.view(), ref, tolerance("attention", dt))) << what;
             EXPECT_TRUE(out.guards_intact()) << what;
         }

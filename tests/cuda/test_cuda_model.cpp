@@ -1,5 +1,6 @@
-// The whole model on CUDA against HF (bf16 storage: logits within bf16-level tolerance) and against the
-// CPU engine (f32 storage on CUDA: the same greedy tokens), prefill/decode through the graph included.
+// The whole model on CUDA against HF (bf16 storage: logits within bf16-level tolerance) and against
+// the CPU engine (f32 storage on CUDA: the same greedy tokens), prefill/decode through the graph
+// included.
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -13,9 +14,10 @@
 namespace olmo {
 namespace {
 
-// bf16 against HF's f32 reference: these tiny random models (init std 0.1, five times the real one) are
-// sensitive enough that HF's own bf16 run is 2-13% away from its f32 run (tests/data/hf/bf16_errors.json).
-// "bf16-level" is therefore measured, per fixture: 1.5x HF's own bf16 error, and never less than the table.
+// bf16 against HF's f32 reference: these tiny random models (init std 0.1, five times the real one)
+// are sensitive enough that HF's own bf16 run is 2-13% away from its f32 run
+// (tests/data/hf/bf16_errors.json). "bf16-level" is therefore measured, per fixture: 1.5x HF's own
+// bf16 error, and never less than the table.
 double model_tolerance(const std::string& dir, DType dt) {
     const double table = testing::tolerance("model", dt);
     if (dt != DType::bf16) return table;
@@ -43,10 +45,13 @@ TEST_P(CudaModel, LogitsMatchHf) {
         out.logits = logits;
         std::string per_layer;  // error of every hidden state, printed if the logits are off
         out.on_hidden = [&](int64_t i, const Tensor& h) {
-            per_layer += cat(" h", i, "=", testing::rel_max_error(h, ref.get("hidden_states." + std::to_string(i)).view()));
+            per_layer += cat(
+                " h", i, "=",
+                testing::rel_max_error(h, ref.get("hidden_states." + std::to_string(i)).view()));
         };
         forward(model, nullptr, 0, ids, out, arena);
-        EXPECT_TRUE(testing::close(logits.view(), ref.get("logits").view(), model_tolerance(dir, dt)))
+        EXPECT_TRUE(
+            testing::close(logits.view(), ref.get("logits").view(), model_tolerance(dir, dt)))
             << dtype_name(dt) << ":" << per_layer;
         EXPECT_TRUE(logits.guards_intact());
     }
@@ -64,7 +69,8 @@ TEST_P(CudaModel, GreedyTokensEqualTheCpuEngineInF32) {
     opt.ignore_eos = true;
     Model cpu = Model::load(dir);
     Model gpu = Model::load(dir, Device::cuda, DType::f32);
-    const auto a = generate(cpu, {p}, opt), b = generate(gpu, {p}, opt);  // decode steps through the graph
+    const auto a = generate(cpu, {p}, opt),
+               b = generate(gpu, {p}, opt);  // decode steps through the graph
     EXPECT_EQ(a, b);
     const Tensor expect = ref.get("generate.tokens").view();
     for (int64_t i = 0; i < expect.numel(); ++i) EXPECT_EQ(b[0][i], expect.as<int64_t>()[i]) << i;
@@ -73,15 +79,17 @@ TEST_P(CudaModel, GreedyTokensEqualTheCpuEngineInF32) {
     std::vector<std::vector<int32_t>> prompts = {p, std::vector<int32_t>(p.begin(), p.begin() + 5)};
     opt.max_new_tokens = 8;
     const auto together = generate(g16, prompts, opt);
-    for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(together[i], generate(g16, {prompts[i]}, opt)[0]) << i;
+    for (size_t i = 0; i < prompts.size(); ++i)
+        EXPECT_EQ(together[i], generate(g16, {prompts[i]}, opt)[0]) << i;
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, CudaModel, ::testing::ValuesIn(testing::hf_fixture_dirs()), [](const auto& info) {
-    std::string n = testing::fixture_name(info.param);
-    for (char& c : n)
-        if (!isalnum(static_cast<unsigned char>(c))) c = '_';
-    return n;
-});
+INSTANTIATE_TEST_SUITE_P(Fixtures, CudaModel, ::testing::ValuesIn(testing::hf_fixture_dirs()),
+                         [](const auto& info) {
+                             std::string n = testing::fixture_name(info.param);
+                             for (char& c : n)
+                                 if (!isalnum(static_cast<unsigned char>(c))) c = '_';
+                             return n;
+                         });
 
 }  // namespace
 }  // namespace olmo

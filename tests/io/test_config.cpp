@@ -1,4 +1,5 @@
-// HF config parsing: the released 7B configs, the fixtures, RoPE variants, and errors naming the key.
+// HF config parsing: the released 7B configs, the fixtures, RoPE variants, and errors naming the
+// key.
 #include <cmath>
 #include <nlohmann/json.hpp>
 
@@ -53,8 +54,8 @@ TEST(Config, Olmo3YarnAndSliding) {
     EXPECT_EQ(c.rope_sliding.rope_type, "default");
     EXPECT_NEAR(c.rope_full.attention_scaling(), 1.2079441541679836, 1e-7);
     EXPECT_EQ(c.rope_sliding.attention_scaling(), 1.0f);
-    // Spec §10.6, computed here in double: frequencies below the correction range are divided by the
-    // factor, those above keep their value, the ramp blends in between.
+    // Spec §10.6, computed here in double: frequencies below the correction range are divided by
+    // the factor, those above keep their value, the ramp blends in between.
     const std::vector<float> inv = c.rope_full.inv_freq(128);
     const double theta = 500000, d = 128, L0 = 8192, f = 8;
     auto corr = [&](double n) { return d * std::log(L0 / (2 * M_PI * n)) / (2 * std::log(theta)); };
@@ -71,7 +72,8 @@ TEST(Config, Fixtures) {
     ModelConfig h = ModelConfig::from_file(testing::shared_dir() + "/fixtures/olmo-hybrid-tiny");
     EXPECT_FALSE(h.rope_full.enabled);
     EXPECT_EQ(h.conv_dim(), 256);
-    ModelConfig o = ModelConfig::from_file(testing::shared_dir() + "/fixtures/olmo3-tiny/config.json");
+    ModelConfig o =
+        ModelConfig::from_file(testing::shared_dir() + "/fixtures/olmo3-tiny/config.json");
     EXPECT_TRUE(o.rope_full.enabled && o.rope_sliding.enabled);
     EXPECT_EQ(o.rope_full.rope_theta, 500000.0);
     EXPECT_EQ(o.sliding_window, 16);
@@ -92,7 +94,8 @@ TEST(Config, RopeSpellingsAndDefaults) {
     legacy["model_type"] = "olmo3";
     legacy.erase("linear_num_key_heads");
     legacy["rope_theta"] = 500000.0;
-    legacy["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}, {"original_max_position_embeddings", 1024}};
+    legacy["rope_scaling"] = {
+        {"rope_type", "yarn"}, {"factor", 4.0}, {"original_max_position_embeddings", 1024}};
     legacy["sliding_window"] = 8;
     c = ModelConfig::from_json(legacy);
     EXPECT_EQ(c.rope_full.rope_type, "yarn");
@@ -140,15 +143,18 @@ TEST(Config, UnsupportedValuesNameTheKey) {
     j["hidden_size"] = "32";
     EXPECT_NE(error_of(j).find("hidden_size"), std::string::npos);
     j = tiny_hybrid();
-    j["layer_types"] = {"linear_attention", "sliding_attention", "linear_attention", "full_attention"};
-    EXPECT_NE(error_of(j).find("\"sliding_attention\" for model_type olmo_hybrid"), std::string::npos);
+    j["layer_types"] = {"linear_attention", "sliding_attention", "linear_attention",
+                        "full_attention"};
+    EXPECT_NE(error_of(j).find("\"sliding_attention\" for model_type olmo_hybrid"),
+              std::string::npos);
     j = tiny_hybrid();
     j["rope_parameters"] = {{"full_attention", {{"rope_theta", 10000}}}};
     EXPECT_NE(error_of(j).find("rope_parameters"), std::string::npos);
     json o3 = tiny_hybrid();
     o3["model_type"] = "olmo3";
     o3["rope_parameters"] = {{"rope_theta", 10000.0}};
-    o3["layer_types"] = {"sliding_attention", "sliding_attention", "sliding_attention", "full_attention"};
+    o3["layer_types"] = {"sliding_attention", "sliding_attention", "sliding_attention",
+                         "full_attention"};
     EXPECT_NE(error_of(o3).find("sliding_window"), std::string::npos);
     EXPECT_NE(error_of(json::array()).find("JSON object"), std::string::npos);
 }

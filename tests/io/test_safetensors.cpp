@@ -12,7 +12,8 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-void write_raw(const std::string& path, const std::string& header, size_t data_bytes, int64_t header_len = -1) {
+void write_raw(const std::string& path, const std::string& header, size_t data_bytes,
+               int64_t header_len = -1) {
     std::ofstream f(path, std::ios::binary);
     const uint64_t n = header_len >= 0 ? uint64_t(header_len) : header.size();
     for (int i = 0; i < 8; ++i) f.put(char((n >> (8 * i)) & 0xff));
@@ -63,8 +64,10 @@ TEST(Safetensors, ShardedIndexAndFolder) {
     w2.add("b", b);
     w1.write(dir + "/model-00001-of-00002.safetensors");
     w2.write(dir + "/model-00002-of-00002.safetensors");
-    json idx = {{"metadata", {{"total_size", 32}}},
-                {"weight_map", {{"a", "model-00001-of-00002.safetensors"}, {"b", "model-00002-of-00002.safetensors"}}}};
+    json idx = {
+        {"metadata", {{"total_size", 32}}},
+        {"weight_map",
+         {{"a", "model-00001-of-00002.safetensors"}, {"b", "model-00002-of-00002.safetensors"}}}};
     std::ofstream(dir + "/model.safetensors.index.json") << idx.dump();
     SafetensorsReader r = SafetensorsReader::open(dir);
     EXPECT_TRUE(testing::close(r.get("a").view(), a, 0));
@@ -101,16 +104,22 @@ struct BadCase {
 TEST(Safetensors, MalformedHeaders) {
     const std::string dir = testing::temp_dir();
     const std::vector<BadCase> cases = {
-        {"length_past_eof", R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", 4, 1 << 20, "past the end"},
+        {"length_past_eof", R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", 4, 1 << 20,
+         "past the end"},
         {"not_json", "{not json", 0, -1, "not valid JSON"},
         {"not_object", "[1,2]", 0, -1, "not a JSON object"},
         {"entry_not_object", R"({"a":3})", 0, -1, "not an object"},
         {"no_dtype", R"({"a":{"shape":[1],"data_offsets":[0,4]}})", 4, -1, "dtype"},
-        {"bad_dtype", R"({"a":{"dtype":"Q7","shape":[1],"data_offsets":[0,4]}})", 4, -1, "unsupported dtype"},
-        {"negative_dim", R"({"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", 4, -1, "non-negative"},
-        {"offsets_out_of_range", R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 4, -1, "past the end"},
-        {"reversed_offsets", R"({"a":{"dtype":"F32","shape":[0],"data_offsets":[4,0]}})", 4, -1, "reversed"},
-        {"byte_count_mismatch", R"({"a":{"dtype":"BF16","shape":[3],"data_offsets":[0,8]}})", 8, -1, "6 bytes"},
+        {"bad_dtype", R"({"a":{"dtype":"Q7","shape":[1],"data_offsets":[0,4]}})", 4, -1,
+         "unsupported dtype"},
+        {"negative_dim", R"({"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", 4, -1,
+         "non-negative"},
+        {"offsets_out_of_range", R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 4, -1,
+         "past the end"},
+        {"reversed_offsets", R"({"a":{"dtype":"F32","shape":[0],"data_offsets":[4,0]}})", 4, -1,
+         "reversed"},
+        {"byte_count_mismatch", R"({"a":{"dtype":"BF16","shape":[3],"data_offsets":[0,8]}})", 8, -1,
+         "6 bytes"},
         {"overlap",
          R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
          12, -1, "overlap"},
@@ -121,14 +130,16 @@ TEST(Safetensors, MalformedHeaders) {
          R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
          8, -1, "duplicate tensor name \"a\""},
         {"metadata_not_strings", R"({"__metadata__":{"x":1}})", 0, -1, "__metadata__"},
-        {"offsets_not_pair", R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0]}})", 4, -1, "two integers"},
+        {"offsets_not_pair", R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0]}})", 4, -1,
+         "two integers"},
     };
     for (const BadCase& c : cases) {
         const std::string path = dir + "/" + c.name + ".safetensors";
         write_raw(path, c.header, c.data, c.header_len);
         const std::string msg = expect_error(path);
         EXPECT_NE(msg.find(c.expect), std::string::npos) << c.name << ": " << msg;
-        EXPECT_NE(msg.find(c.name), std::string::npos) << c.name << ": error must name the file: " << msg;
+        EXPECT_NE(msg.find(c.name), std::string::npos)
+            << c.name << ": error must name the file: " << msg;
     }
 }
 
@@ -139,9 +150,11 @@ TEST(Safetensors, WriterIsAtomic) {
     w.add("a", testing::random_uniform({2}, 4));
     w.write(path);
     const auto before = fs::file_size(path);
-    // A stream whose producer fails half way must leave the previous file untouched and no temporary.
-    std::vector<StreamedTensor> ts = {{"x", DType::f32, {1000}, [](void*) {}},
-                                      {"y", DType::f32, {4}, [](void*) { fail("producer failed"); }}};
+    // A stream whose producer fails half way must leave the previous file untouched and no
+    // temporary.
+    std::vector<StreamedTensor> ts = {
+        {"x", DType::f32, {1000}, [](void*) {}},
+        {"y", DType::f32, {4}, [](void*) { fail("producer failed"); }}};
     EXPECT_THROW(write_safetensors_streamed(path, ts), Error);
     EXPECT_EQ(fs::file_size(path), before);
     int files = 0;
@@ -154,8 +167,10 @@ TEST(Safetensors, WriterIsAtomic) {
 }
 
 TEST(Safetensors, ReadsFixtureCheckpoint) {
-    SafetensorsReader r = SafetensorsReader::open(testing::shared_dir() + "/fixtures/olmo-hybrid-tiny");
-    EXPECT_EQ(r.get("model.layers.0.linear_attn.q_conv1d.weight").shape, (std::vector<int64_t>{86, 1, 4}));
+    SafetensorsReader r =
+        SafetensorsReader::open(testing::shared_dir() + "/fixtures/olmo-hybrid-tiny");
+    EXPECT_EQ(r.get("model.layers.0.linear_attn.q_conv1d.weight").shape,
+              (std::vector<int64_t>{86, 1, 4}));
     EXPECT_EQ(r.get("lm_head.weight").dtype, DType::f32);
 }
 

@@ -1,5 +1,5 @@
-// The HF-made checkpoints the model is tested against: the two in the shared reference folder, and the
-// ones committed under tests/data/hf (other layer patterns, RoPE/YaRN, GQA/GVA, bf16 on disk).
+// The HF-made checkpoints the model is tested against: the two in the shared reference folder, and
+// the ones committed under tests/data/hf (other layer patterns, RoPE/YaRN, GQA/GVA, bf16 on disk).
 #pragma once
 
 #include <filesystem>
@@ -33,5 +33,7 @@ inline std::string fixture_name(const std::string& dir) {
 }  // namespace olmo::testing
 
 namespace olmo {
-inline void ops_fill_zero(const ModelWeights& w) { ops::fill(w.flat(), 0.0f); }
+inline void ops_fill_zero(const ModelWeights& w) {
+    ops::fill(w.flat(), 0.0f);
+}
 }  // namespace olmo

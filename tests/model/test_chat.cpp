@@ -11,7 +11,8 @@ std::vector<int32_t> bytes(const std::string& s) {
 }
 
 TEST(Chat, TurnsContinueTheStateExactly) {
-    Model model = Model::load(testing::shared_dir() + "/fixtures/olmo-hybrid-tiny");  // vocab 1024 ≥ 256 bytes
+    Model model = Model::load(testing::shared_dir() +
+                              "/fixtures/olmo-hybrid-tiny");  // vocab 1024 ≥ 256 bytes
     ChatOptions opt;
     opt.max_new_tokens = 7;
     opt.system = "be brief";
@@ -21,10 +22,12 @@ TEST(Chat, TurnsContinueTheStateExactly) {
     const std::vector<int32_t> r2 = chat.turn("tell me more", nullptr);
     ASSERT_FALSE(r2.empty());
     // The history as one sequence: system + turn 1 + reply 1 closed, then turn 2, fed at once.
-    std::vector<int32_t> history =
-        bytes("<|im_start|>system\nbe brief<|im_end|>\n<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n");
+    std::vector<int32_t> history = bytes(
+        "<|im_start|>system\nbe "
+        "brief<|im_end|>\n<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n");
     history.insert(history.end(), r1.begin(), r1.end());
-    const std::vector<int32_t> close = bytes("<|im_end|>\n<|im_start|>user\ntell me more<|im_end|>\n<|im_start|>assistant\n");
+    const std::vector<int32_t> close =
+        bytes("<|im_end|>\n<|im_start|>user\ntell me more<|im_end|>\n<|im_start|>assistant\n");
     history.insert(history.end(), close.begin(), close.end());
     Session fresh(model, 1, 4096);
     GenerateOptions g;
@@ -34,7 +37,8 @@ TEST(Chat, TurnsContinueTheStateExactly) {
     EXPECT_EQ(again[0], r2);
     chat.reset();
     EXPECT_EQ(chat.tokens(), 0);
-    EXPECT_EQ(chat.turn("hello", nullptr), ChatSession(model, bytes, stop, opt).turn("hello", nullptr));
+    EXPECT_EQ(chat.turn("hello", nullptr),
+              ChatSession(model, bytes, stop, opt).turn("hello", nullptr));
 }
 
 TEST(Chat, FullContextIsAClearError) {

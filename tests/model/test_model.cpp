@@ -1,6 +1,6 @@
-// The model against HF transformers (logits, hidden states, greedy continuation), and the equivalences
-// that decoding relies on: prefill = token-by-token decode, a prompt in pieces = in one piece, a batch =
-// its sequences one by one.
+// The model against HF transformers (logits, hidden states, greedy continuation), and the
+// equivalences that decoding relies on: prefill = token-by-token decode, a prompt in pieces = in
+// one piece, a batch = its sequences one by one.
 #include <cmath>
 #include <cstring>
 
@@ -14,11 +14,11 @@ namespace {
 
 using testing::hf_fixture_dirs;
 
-// Expected agreement of an f32 implementation with HF's f32 reference (fixtures/README.md): about 1e-5;
-// the bar is 1e-4.
+// Expected agreement of an f32 implementation with HF's f32 reference (fixtures/README.md): about
+// 1e-5; the bar is 1e-4.
 constexpr double kParityTol = 1e-4;
-// Two f32 evaluations of the same function by different op orders (chunked vs recurrent GDN, one pass vs
-// pieces) differ by accumulated rounding only.
+// Two f32 evaluations of the same function by different op orders (chunked vs recurrent GDN, one
+// pass vs pieces) differ by accumulated rounding only.
 constexpr double kSameFunctionTol = 2e-5;
 
 struct Loaded {
@@ -43,7 +43,8 @@ OwnedTensor ids_slice(const Tensor& ids, int64_t b0, int64_t nb, int64_t t0, int
 }
 
 // Runs ids through the model (optionally continuing `state`) and returns logits [B, T, V].
-OwnedTensor run(const Model& m, InferenceState* state, int64_t slot0, const Tensor& ids, Arena& arena) {
+OwnedTensor run(const Model& m, InferenceState* state, int64_t slot0, const Tensor& ids,
+                Arena& arena) {
     OwnedTensor logits(DType::f32, {ids.size(0), ids.size(1), m.config().vocab_size});
     ForwardOutputs out;
     out.logits = logits;
@@ -62,7 +63,8 @@ TEST_P(HfParity, LogitsAndHiddenStates) {
     ForwardOutputs out;
     out.logits = logits;
     out.on_hidden = [&](int64_t i, const Tensor& h) {
-        EXPECT_TRUE(testing::close(h, f.ref.get("hidden_states." + std::to_string(i)).view(), kParityTol))
+        EXPECT_TRUE(
+            testing::close(h, f.ref.get("hidden_states." + std::to_string(i)).view(), kParityTol))
             << "hidden_states." << i;
         ++seen;
     };
@@ -82,7 +84,8 @@ TEST_P(HfParity, GreedyContinuation) {
     opt.ignore_eos = true;
     const auto got = generate(f.model, {p}, opt);
     ASSERT_EQ(int64_t(got[0].size()), expect.numel());
-    for (int64_t i = 0; i < expect.numel(); ++i) EXPECT_EQ(got[0][i], expect.as<int64_t>()[i]) << "token " << i;
+    for (int64_t i = 0; i < expect.numel(); ++i)
+        EXPECT_EQ(got[0][i], expect.as<int64_t>()[i]) << "token " << i;
 }
 
 TEST_P(HfParity, PrefillEqualsDecodeSteps) {
@@ -95,12 +98,15 @@ TEST_P(HfParity, PrefillEqualsDecodeSteps) {
     const int64_t V = f.model.config().vocab_size;
     for (int64_t t = 0; t < T; ++t) {
         OwnedTensor step = run(f.model, &b, 0, ids_slice(ids, 0, 1, t, 1), arena);
-        ASSERT_TRUE(testing::close(step->reshape({V}), one->select0(0).select0(t), kSameFunctionTol)) << "t=" << t;
+        ASSERT_TRUE(
+            testing::close(step->reshape({V}), one->select0(0).select0(t), kSameFunctionTol))
+            << "t=" << t;
     }
     // The states agree too: recurrent states and conv windows of every GDN layer.
     for (size_t l = 0; l < a.layers.size(); ++l) {
         if (!a.layers[l].recurrent.allocated()) continue;
-        EXPECT_TRUE(testing::close(b.layers[l].recurrent, a.layers[l].recurrent, kSameFunctionTol)) << l;
+        EXPECT_TRUE(testing::close(b.layers[l].recurrent, a.layers[l].recurrent, kSameFunctionTol))
+            << l;
         EXPECT_TRUE(testing::close(b.layers[l].conv_v, a.layers[l].conv_v, kSameFunctionTol)) << l;
     }
 }
@@ -117,9 +123,11 @@ TEST_P(HfParity, PromptInPiecesEqualsOnePiece) {
         InferenceState st(f.model, 1, T);
         OwnedTensor first = run(f.model, &st, 0, ids_slice(ids, 1, 1, 0, split), arena);
         OwnedTensor second = run(f.model, &st, 0, ids_slice(ids, 1, 1, split, T - split), arena);
-        EXPECT_TRUE(testing::close(second->select0(0), ref->select0(0).narrow0(split, T - split), kSameFunctionTol))
+        EXPECT_TRUE(testing::close(second->select0(0), ref->select0(0).narrow0(split, T - split),
+                                   kSameFunctionTol))
             << "split " << split;
-        EXPECT_TRUE(testing::close(first->select0(0), ref->select0(0).narrow0(0, split), kSameFunctionTol));
+        EXPECT_TRUE(
+            testing::close(first->select0(0), ref->select0(0).narrow0(0, split), kSameFunctionTol));
     }
 }
 
@@ -131,7 +139,8 @@ TEST_P(HfParity, BatchEqualsSequencesOneByOne) {
     OwnedTensor batch = run(f.model, nullptr, 0, ids_slice(ids, 0, B, 0, T), arena);
     for (int64_t b = 0; b < B; ++b) {
         OwnedTensor single = run(f.model, nullptr, 0, ids_slice(ids, b, 1, 0, T), arena);
-        EXPECT_TRUE(testing::close(single->select0(0), batch->select0(b), kSameFunctionTol)) << "sequence " << b;
+        EXPECT_TRUE(testing::close(single->select0(0), batch->select0(b), kSameFunctionTol))
+            << "sequence " << b;
     }
     // Batched generation of prompts of different lengths equals generating each alone.
     std::vector<std::vector<int32_t>> prompts;
@@ -143,7 +152,8 @@ TEST_P(HfParity, BatchEqualsSequencesOneByOne) {
     opt.max_new_tokens = 10;
     opt.ignore_eos = true;
     const auto together = generate(f.model, prompts, opt);
-    for (int64_t b = 0; b < B; ++b) EXPECT_EQ(together[b], generate(f.model, {prompts[b]}, opt)[0]) << b;
+    for (int64_t b = 0; b < B; ++b)
+        EXPECT_EQ(together[b], generate(f.model, {prompts[b]}, opt)[0]) << b;
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, HfParity, ::testing::ValuesIn(hf_fixture_dirs()),
@@ -166,7 +176,8 @@ TEST(ModelInput, RejectsBadIds) {
         forward(m, nullptr, 0, ids, out, arena);
         FAIL() << "no error";
     } catch (const Error& e) {
-        EXPECT_NE(std::string(e.what()).find("token id 1024 at position 1"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("token id 1024 at position 1"), std::string::npos)
+            << e.what();
     }
     ids->as<int64_t>()[1] = -5;
     EXPECT_THROW(forward(m, nullptr, 0, ids, out, arena), Error);
@@ -183,8 +194,8 @@ TEST(ModelInput, RejectsBadIds) {
 namespace olmo {
 namespace {
 
-// Checkpoints written by `olmo-hybrid init` (tests/data/init), loaded by HF transformers, which recorded
-// its logits for them (scripts/check_hf_loads.py): HF reads our files as we do.
+// Checkpoints written by `olmo-hybrid init` (tests/data/init), loaded by HF transformers, which
+// recorded its logits for them (scripts/check_hf_loads.py): HF reads our files as we do.
 TEST(InitCheckpoints, HfLoadsThemToTheSameLogits) {
     for (const char* name : {"olmo-hybrid", "olmo3"}) {
         const std::string dir = testing::test_data_dir() + "/init/" + name;
@@ -217,7 +228,8 @@ TEST(InitCheckpoints, InitIsReproducible) {
             ASSERT_EQ(e.nbytes, f.nbytes) << e.name;
             EXPECT_EQ(0, std::memcmp(e.data, f.data, e.nbytes)) << name << ": " << e.name;
         }
-        // Init statistics follow spec §7.1: normal weights with std = initializer_range, norms at one.
+        // Init statistics follow spec §7.1: normal weights with std = initializer_range, norms at
+        // one.
         ModelWeights w(config, Device::cpu, DType::f32);
         w.load(out);
         const Tensor emb = w.param("model.embed_tokens.weight");
@@ -227,7 +239,8 @@ TEST(InitCheckpoints, InitIsReproducible) {
             maxabs = std::max(maxabs, double(std::fabs(emb.f32()[i])));
         }
         const double std = std::sqrt(sum2 / double(emb.numel()));
-        EXPECT_NEAR(std / config.initializer_range, 0.986, 0.06) << name;  // truncated at 3σ: std ≈ 0.986σ
+        EXPECT_NEAR(std / config.initializer_range, 0.986, 0.06)
+            << name;  // truncated at 3σ: std ≈ 0.986σ
         EXPECT_LE(maxabs, 3 * config.initializer_range * 1.01) << name;
         EXPECT_EQ(w.param("model.norm.weight").f32()[0], 1.0f);
     }

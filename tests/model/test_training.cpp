@@ -6,8 +6,8 @@
 namespace olmo {
 namespace {
 
-// fixtures/README.md: a correct f32 implementation agrees to ~1e-5 on the loss and ~1e-4 on gradients;
-// the bars are 1e-5 and 1e-3 relative.
+// fixtures/README.md: a correct f32 implementation agrees to ~1e-5 on the loss and ~1e-4 on
+// gradients; the bars are 1e-5 and 1e-3 relative.
 constexpr double kLossTol = 1e-5;
 constexpr double kGradTol = 1e-3;
 
@@ -53,11 +53,13 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, HfGradients, ::testing::ValuesIn(testing::hf_
 
 TEST(Training, GradientsAccumulateAndScale) {
     Model model = Model::load(testing::shared_dir() + "/fixtures/olmo-hybrid-tiny");
-    SafetensorsReader ref = SafetensorsReader::open(testing::shared_dir() + "/fixtures/olmo-hybrid-tiny/reference.safetensors");
+    SafetensorsReader ref = SafetensorsReader::open(
+        testing::shared_dir() + "/fixtures/olmo-hybrid-tiny/reference.safetensors");
     const Tensor ids = ref.get("input_ids").view();
     OwnedTensor targets = next_token_targets(ids);
     Arena arena;
-    ModelWeights once(model.config(), Device::cpu, DType::f32), twice(model.config(), Device::cpu, DType::f32);
+    ModelWeights once(model.config(), Device::cpu, DType::f32),
+        twice(model.config(), Device::cpu, DType::f32);
     ops_fill_zero(once);
     ops_fill_zero(twice);
     forward_backward(model, ids, targets, once, 1.0f, {}, arena);
@@ -72,8 +74,9 @@ TEST(Training, GradientsAccumulateAndScale) {
 namespace olmo {
 namespace {
 
-// Document masking: a row "A <sep> B" trains exactly like A<sep> and B run as separate sequences (loss and
-// every gradient), for a hybrid (conv, GDN state, attention) and for Olmo 3 (RoPE positions, window).
+// Document masking: a row "A <sep> B" trains exactly like A<sep> and B run as separate sequences
+// (loss and every gradient), for a hybrid (conv, GDN state, attention) and for Olmo 3 (RoPE
+// positions, window).
 TEST(DocumentMasking, EqualsTheDocumentsRunSeparately) {
     for (const char* name : {"olmo-hybrid-tiny", "olmo3-tiny"}) {
         const std::string dir = testing::shared_dir() + "/fixtures/" + name;
@@ -94,18 +97,23 @@ TEST(DocumentMasking, EqualsTheDocumentsRunSeparately) {
         Arena arena;
         LossOptions masked;
         masked.document_separator = sep;
-        ModelWeights g_masked(model.config(), Device::cpu, DType::f32), g_split(model.config(), Device::cpu, DType::f32);
+        ModelWeights g_masked(model.config(), Device::cpu, DType::f32),
+            g_split(model.config(), Device::cpu, DType::f32);
         ops_fill_zero(g_masked);
         ops_fill_zero(g_split);
         OwnedTensor ids = tensor(row);
-        const LossResult m = forward_backward(model, ids, next_token_targets(ids), g_masked, 1.0f, masked, arena);
-        // The first document keeps its last target (the second document's first token), as in the row.
-        std::vector<int32_t> a(row.begin(), row.begin() + cut + 1), ta(row.begin() + 1, row.begin() + cut + 2);
+        const LossResult m =
+            forward_backward(model, ids, next_token_targets(ids), g_masked, 1.0f, masked, arena);
+        // The first document keeps its last target (the second document's first token), as in the
+        // row.
+        std::vector<int32_t> a(row.begin(), row.begin() + cut + 1),
+            ta(row.begin() + 1, row.begin() + cut + 2);
         std::vector<int32_t> b(row.begin() + cut + 1, row.end());
         OwnedTensor ida = tensor(a), tga = tensor(ta), idb = tensor(b);
         const double n = double(T - 1), na = double(a.size()), nb = double(b.size() - 1);
         const LossResult ra = forward_backward(model, ida, tga, g_split, float(na / n), {}, arena);
-        const LossResult rb = forward_backward(model, idb, next_token_targets(idb), g_split, float(nb / n), {}, arena);
+        const LossResult rb = forward_backward(model, idb, next_token_targets(idb), g_split,
+                                               float(nb / n), {}, arena);
         EXPECT_NEAR(m.loss, (ra.loss * na + rb.loss * nb) / n, 1e-6 * m.loss) << name;
         EXPECT_TRUE(testing::close(g_masked.flat(), g_split.flat(), 1e-5)) << name;
         // Without masking the second document sees the first: a different loss.

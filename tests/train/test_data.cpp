@@ -1,4 +1,5 @@
-// Token shards and the data loader: round trip, errors, deterministic shuffling, held-out split, resume.
+// Token shards and the data loader: round trip, errors, deterministic shuffling, held-out split,
+// resume.
 #include <filesystem>
 #include <fstream>
 
@@ -10,8 +11,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string write_shard(const std::string& dir, const std::string& name, int64_t docs, int64_t doc_len,
-                        int32_t base) {
+std::string write_shard(const std::string& dir, const std::string& name, int64_t docs,
+                        int64_t doc_len, int32_t base) {
     const std::string path = dir + "/" + name;
     TokenShardWriter w(path, 999, 1000);
     for (int64_t d = 0; d < docs; ++d) {
@@ -46,7 +47,8 @@ TEST(TokenShards, RoundTripAcrossShards) {
 
 TEST(TokenShards, BadFilesAreErrors) {
     const std::string dir = testing::temp_dir();
-    std::ofstream(dir + "/junk.tok") << "not a shard at all, but long enough to hold a header.............";
+    std::ofstream(dir + "/junk.tok")
+        << "not a shard at all, but long enough to hold a header.............";
     EXPECT_THROW(TokenStream::open({dir + "/junk.tok"}), Error);
     const std::string good = write_shard(dir, "g.tok", 1, 20, 0);
     fs::resize_file(good, fs::file_size(good) - 4);  // truncated
@@ -60,7 +62,10 @@ TEST(TokenShards, BadFilesAreErrors) {
 
 TEST(TokenShards, WriterLeavesNothingWhenAbandoned) {
     const std::string dir = testing::temp_dir();
-    { TokenShardWriter w(dir + "/x.tok", 1, 10); w.add_document({1, 2, 3}); }  // never finished
+    {
+        TokenShardWriter w(dir + "/x.tok", 1, 10);
+        w.add_document({1, 2, 3});
+    }  // never finished
     EXPECT_FALSE(fs::exists(dir + "/x.tok"));
     EXPECT_TRUE(fs::is_empty(dir));
 }

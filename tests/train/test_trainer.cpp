@@ -1,5 +1,5 @@
-// Optimiser, schedules, skip-step, the trainer's checkpoints and its exact resume, and a checkpoint write
-// killed half way.
+// Optimiser, schedules, skip-step, the trainer's checkpoints and its exact resume, and a checkpoint
+// write killed half way.
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -43,7 +43,9 @@ std::string random_data(const std::string& dir, int64_t tokens, int32_t vocab, u
     // A learnable stream: a noisy repeating pattern.
     std::vector<int32_t> t(tokens);
     Rng rng(seed, 3);
-    for (int64_t i = 0; i < tokens; ++i) t[i] = rng.uniform(i) < 0.1 ? int32_t(rng.uniform(i + 7777777) * vocab) : int32_t((i * 7) % 23);
+    for (int64_t i = 0; i < tokens; ++i)
+        t[i] = rng.uniform(i) < 0.1 ? int32_t(rng.uniform(i + 7777777) * vocab)
+                                    : int32_t((i * 7) % 23);
     w.add_document(t);
     w.finish();
     return dir;
@@ -51,8 +53,8 @@ std::string random_data(const std::string& dir, int64_t tokens, int32_t vocab, u
 
 TEST(AdamW, OneStepEqualsHandComputed) {
     Model model = Model::load(testing::shared_dir() + "/fixtures/olmo-hybrid-tiny");
-    SafetensorsReader ref =
-        SafetensorsReader::open(testing::shared_dir() + "/fixtures/olmo-hybrid-tiny/reference.safetensors");
+    SafetensorsReader ref = SafetensorsReader::open(
+        testing::shared_dir() + "/fixtures/olmo-hybrid-tiny/reference.safetensors");
     const Tensor ids = ref.get("input_ids").view();
     ModelWeights grads(model.config(), Device::cpu, DType::f32);
     ops::fill(grads.flat(), 0.0f);
@@ -76,8 +78,9 @@ TEST(AdamW, OneStepEqualsHandComputed) {
             const double g = double(grads.flat().f32()[off + i]) * clip;
             const double m = (1 - cfg.beta1) * g, v = (1 - cfg.beta2) * g * g;
             const double x0 = before.f32()[off + i];
-            const double expect = x0 * (1 - lr * wd) -
-                                  (lr / (1 - cfg.beta1)) * m / (std::sqrt(v / (1 - cfg.beta2)) + cfg.eps);
+            const double expect =
+                x0 * (1 - lr * wd) -
+                (lr / (1 - cfg.beta1)) * m / (std::sqrt(v / (1 - cfg.beta2)) + cfg.eps);
             const double got = model.weights().flat().f32()[off + i];
             worst = std::max(worst, std::fabs(got - expect) / (std::fabs(expect) + 1e-3));
         }
@@ -111,7 +114,8 @@ TEST(Schedule, ShapesOfTheCurves) {
 
 TEST(SkipStep, SpikeIsSkipped) {
     SkipStepMonitor m(6.0, 128, 20);
-    for (int i = 0; i < 30; ++i) EXPECT_FALSE(m.should_skip(2.0 + 0.01 * (i % 5), 1.0 + 0.01 * (i % 3)));
+    for (int i = 0; i < 30; ++i)
+        EXPECT_FALSE(m.should_skip(2.0 + 0.01 * (i % 5), 1.0 + 0.01 * (i % 3)));
     EXPECT_TRUE(m.should_skip(9.0, 1.0));   // loss spike
     EXPECT_TRUE(m.should_skip(2.0, 50.0));  // gradient-norm spike
     EXPECT_TRUE(m.should_skip(NAN, 1.0));
@@ -127,11 +131,12 @@ TEST(Checkpoint, TrainedModelLoadsBackIdentically) {
     save_model(m, dir, DType::f32);
     Model back = Model::load(dir);
     ASSERT_EQ(back.weights().num_params(), m.weights().num_params());
-    EXPECT_EQ(0, std::memcmp(back.weights().flat().data, m.weights().flat().data, m.weights().flat().nbytes()));
+    EXPECT_EQ(0, std::memcmp(back.weights().flat().data, m.weights().flat().data,
+                             m.weights().flat().nbytes()));
 }
 
-std::vector<double> train_losses(const std::string& out, const std::string& data_dir, int64_t steps, int64_t stop_at,
-                                 bool resume, uint64_t init_seed) {
+std::vector<double> train_losses(const std::string& out, const std::string& data_dir, int64_t steps,
+                                 int64_t stop_at, bool resume, uint64_t init_seed) {
     const ModelConfig cfg = tiny_config();
     ModelWeights w(cfg, Device::cpu, DType::f32);
     w.init_random(init_seed);
@@ -187,7 +192,8 @@ TEST(Trainer, KilledWhileCheckpointingLeavesTheLastCheckpointIntact) {
     ASSERT_TRUE(fs::exists(bin)) << bin;
     const std::string dir = testing::temp_dir();
     const std::string data = random_data(testing::temp_dir(), 20000, 64, 12);
-    const ModelConfig cfg = tiny_config(128, 64);  // big enough that a checkpoint takes a while to write
+    const ModelConfig cfg =
+        tiny_config(128, 64);  // big enough that a checkpoint takes a while to write
     std::ofstream(dir + "/config.json") << cfg.raw.dump();
     const std::string out = dir + "/run";
     auto spawn = [&](std::vector<std::string> args) {
@@ -198,10 +204,30 @@ TEST(Trainer, KilledWhileCheckpointingLeavesTheLastCheckpointIntact) {
         EXPECT_EQ(0, posix_spawn(&pid, bin.c_str(), nullptr, nullptr, argv.data(), environ));
         return pid;
     };
-    std::vector<std::string> base = {bin, "train", "--config", dir + "/config.json", "--data", data,
-                                     "--output", out, "--steps", "100000", "--checkpoint-every", "1",
-                                     "--eval-every", "0", "--batch-size", "1", "--seq-len", "16",
-                                     "--sample-tokens", "0", "--max-minutes", "0", "--threads", "1"};
+    std::vector<std::string> base = {bin,
+                                     "train",
+                                     "--config",
+                                     dir + "/config.json",
+                                     "--data",
+                                     data,
+                                     "--output",
+                                     out,
+                                     "--steps",
+                                     "100000",
+                                     "--checkpoint-every",
+                                     "1",
+                                     "--eval-every",
+                                     "0",
+                                     "--batch-size",
+                                     "1",
+                                     "--seq-len",
+                                     "16",
+                                     "--sample-tokens",
+                                     "0",
+                                     "--max-minutes",
+                                     "0",
+                                     "--threads",
+                                     "1"};
     int resumed = 0;
     for (int round = 0; round < 6; ++round) {
         std::vector<std::string> args = base;
@@ -213,7 +239,8 @@ TEST(Trainer, KilledWhileCheckpointingLeavesTheLastCheckpointIntact) {
         ::waitpid(pid, &status, 0);
         const std::string latest = find_latest_checkpoint(out);
         if (latest.empty()) continue;  // killed before the first checkpoint
-        for (const char* f : {"model.safetensors", "optimizer.safetensors", "config.json", "trainer_state.json"})
+        for (const char* f :
+             {"model.safetensors", "optimizer.safetensors", "config.json", "trainer_state.json"})
             EXPECT_TRUE(fs::exists(fs::path(latest) / f)) << latest << "/" << f;
         EXPECT_NO_THROW(SafetensorsReader::open(latest + "/model.safetensors"));
         EXPECT_NO_THROW(Model::load(latest));

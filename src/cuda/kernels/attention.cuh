@@ -1,10 +1,14 @@
 // Causal softmax attention over a key/value buffer (spec §2.4.5; contract in src/ops/ops.h):
-//   * attention_rowwise_kernel: any head dims and dtypes; one block per (query, head, sequence), four
-//     warps splitting the visible keys with an online softmax each, merged at the end. The decode path.
-//   * flash_attention_kernel: bf16, head dim 64 or 128, tensor cores (mma.sync m16n8k16): 64 queries per
-//     block, 16 per warp, keys in blocks of 64 staged in shared memory, online softmax in registers.
-// Query at absolute position p sees key j iff j ≤ p and (window == 0 or p − j < window); queries are the
-// last Tq of each sequence's kv_len keys. GQA: query head h reads kv head h / (Hq / Hkv).
+//   * attention_rowwise_kernel: any head dims and dtypes; one block per (query, head, sequence),
+//   four
+//     warps splitting the visible keys with an online softmax each, merged at the end. The decode
+//     path.
+//   * flash_attention_kernel: bf16, head dim 64 or 128, tensor cores (mma.sync m16n8k16): 64
+//   queries per
+//     block, 16 per warp, keys in blocks of 64 staged in shared memory, online softmax in
+//     registers.
+// Query at absolute position p sees key j iff j ≤ p and (window == 0 or p − j < window); queries
+// are the last Tq of each sequence's kv_len keys. GQA: query head h reads kv head h / (Hq / Hkv).
 #pragma once
 
 #include "common.cuh"
@@ -13,15 +17,16 @@ namespace olmo::kernels {
 
 constexpr float kLog2e = 1.4426950408889634f;
 
-// ---- generic row-wise kernel ---------------------------------------------------------------------
+// ---- generic row-wise kernel
+// ---------------------------------------------------------------------
 
-// WARPS warps per block split the visible keys; each warp takes 4 keys per step (their loads in flight
-// together), with one online-softmax update per step.
+// WARPS warps per block split the visible keys; each warp takes 4 keys per step (their loads in
+// flight together), with one online-softmax update per step.
 template <class T, int DPL, int WARPS>  // DPL: dims per lane, ceil(max(D, Dv) / 32)
 __global__ void __launch_bounds__(32 * WARPS)
     attention_rowwise_kernel(T* __restrict__ out, const T* __restrict__ q, const T* __restrict__ k,
-                             const T* __restrict__ v, const int* __restrict__ kv_lens, int Tq, int L, int Hq,
-                             int Hkv, int D, int Dv, int window, float scale) {
+                             const T* __restrict__ v, const int* __restrict__ kv_lens, int Tq,
+                             int L, int Hq, int Hkv, int D, int Dv, int window, float scale) {
     constexpr int U = 4;  // keys per warp step
     const int qi = blockIdx.x, hq = blockIdx.y, b = blockIdx.z;
     const int hk = hq / (Hq / Hkv);
@@ -92,7 +97,8 @@ __global__ void __launch_bounds__(32 * WARPS)
         float mt = -INFINITY;
         for (int w = 0; w < WARPS; ++w) mt = fmaxf(mt, s_m[w]);
         float lt = 0.0f;
-        for (int w = 0; w < WARPS; ++w) lt += s_m[w] == -INFINITY ? 0.0f : s_l[w] * exp2f(s_m[w] - mt);
+        for (int w = 0; w < WARPS; ++w)
+            lt += s_m[w] == -INFINITY ? 0.0f : s_l[w] * exp2f(s_m[w] - mt);
         T* orow = out + ((size_t(b) * Tq + qi) * Hq + hq) * Dv;
 #pragma unroll
         for (int i = 0; i < DPL; ++i) {
@@ -106,7 +112,8 @@ __global__ void __launch_bounds__(32 * WARPS)
     }
 }
 
-// ---- tensor-core kernel (bf16) -------------------------------------------------------------------
+// ---- tensor-core kernel (bf16)
+// -------------------------------------------------------------------
 
 constexpr int kFlashQ = 64, kFlashK = 64, kFlashThreads = 128;
 
@@ -123,9 +130,11 @@ __device__ __forceinline__ uint32_t pack_bf16(__nv_bfloat16 lo, __nv_bfloat16 hi
 }
 
 // d = a·b + d for one m16n8k16 tile (a: 4 regs of bf16 pairs, b: 2 regs, d: 4 f32).
-__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                         uint32_t b1) {
     asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, "
         "{%0,%1,%2,%3};\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
@@ -135,8 +144,8 @@ template <int HD>
 __global__ void __launch_bounds__(kFlashThreads)
     flash_attention_kernel(__nv_bfloat16* __restrict__ out, const __nv_bfloat16* __restrict__ q,
                            const __nv_bfloat16* __restrict__ k, const __nv_bfloat16* __restrict__ v,
-                           const int* __restrict__ kv_lens, int Tq, int L, int Hq, int Hkv, int window,
-                           float scale) {
+                           const int* __restrict__ kv_lens, int Tq, int L, int Hq, int Hkv,
+                           int window, float scale) {
     constexpr int PAD = HD + 8;  // row pitch in shared memory (breaks bank conflicts)
     __shared__ __align__(16) __nv_bfloat16 s_k[kFlashK * PAD];
     __shared__ __align__(16) __nv_bfloat16 s_v[kFlashK * PAD];
@@ -155,7 +164,9 @@ __global__ void __launch_bounds__(kFlashThreads)
         for (int r = 0; r < 4; ++r) {
             const int row = row0 + g + (r & 1) * 8, col = kk * 16 + 2 * t4 + (r >> 1) * 8;
             uint32_t val = 0;
-            if (row < Tq) val = *reinterpret_cast<const uint32_t*>(q + ((size_t(b) * Tq + row) * Hq + hq) * HD + col);
+            if (row < Tq)
+                val = *reinterpret_cast<const uint32_t*>(
+                    q + ((size_t(b) * Tq + row) * Hq + hq) * HD + col);
             qf[kk][r] = val;
         }
     }
@@ -170,7 +181,7 @@ __global__ void __launch_bounds__(kFlashThreads)
     k_begin = k_begin / kFlashK * kFlashK;
 
     for (int kb = k_begin; kb < k_end; kb += kFlashK) {
-        __syncthreads();  // the previous block's s_k / s_v are no longer read
+        __syncthreads();                    // the previous block's s_k / s_v are no longer read
         constexpr int kVecPerRow = HD / 8;  // 16-byte vectors per row
         for (int idx = threadIdx.x; idx < kFlashK * kVecPerRow; idx += kFlashThreads) {
             const int r = idx / kVecPerRow, c = (idx % kVecPerRow) * 8;
@@ -197,7 +208,8 @@ __global__ void __launch_bounds__(kFlashThreads)
                          *reinterpret_cast<const uint32_t*>(kr + 8));
             }
         }
-        // Mask, scale to base 2, row maxima (rows g and g + 8; the 4 lanes of a row hold its columns).
+        // Mask, scale to base 2, row maxima (rows g and g + 8; the 4 lanes of a row hold its
+        // columns).
         float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
         for (int n = 0; n < kFlashK / 8; ++n) {
@@ -205,7 +217,8 @@ __global__ void __launch_bounds__(kFlashThreads)
             for (int e = 0; e < 4; ++e) {
                 const int key = kb + n * 8 + 2 * t4 + (e & 1), half = e >> 1;
                 const int qrow = row0 + g + half * 8, pos = q_base + qrow;
-                const bool ok = qrow < Tq && key <= pos && key < kv_len && (window == 0 || pos - key < window);
+                const bool ok =
+                    qrow < Tq && key <= pos && key < kv_len && (window == 0 || pos - key < window);
                 s[n][e] = ok ? s[n][e] * sl2 : -INFINITY;
                 mx[half] = fmaxf(mx[half], s[n][e]);
             }
@@ -240,7 +253,8 @@ __global__ void __launch_bounds__(kFlashThreads)
         // O += P·V: P (16 × 64 keys) from the S registers, V from shared memory.
 #pragma unroll
         for (int kt = 0; kt < kFlashK / 16; ++kt) {
-            const uint32_t pa[4] = {pack_bf16(s[2 * kt][0], s[2 * kt][1]), pack_bf16(s[2 * kt][2], s[2 * kt][3]),
+            const uint32_t pa[4] = {pack_bf16(s[2 * kt][0], s[2 * kt][1]),
+                                    pack_bf16(s[2 * kt][2], s[2 * kt][3]),
                                     pack_bf16(s[2 * kt + 1][0], s[2 * kt + 1][1]),
                                     pack_bf16(s[2 * kt + 1][2], s[2 * kt + 1][3])};
             const int key0 = kt * 16 + 2 * t4;
@@ -248,7 +262,8 @@ __global__ void __launch_bounds__(kFlashThreads)
             for (int n = 0; n < HD / 8; ++n) {
                 const int col = n * 8 + g;
                 const uint32_t b0 = pack_bf16(s_v[key0 * PAD + col], s_v[(key0 + 1) * PAD + col]);
-                const uint32_t b1 = pack_bf16(s_v[(key0 + 8) * PAD + col], s_v[(key0 + 9) * PAD + col]);
+                const uint32_t b1 =
+                    pack_bf16(s_v[(key0 + 8) * PAD + col], s_v[(key0 + 9) * PAD + col]);
                 mma_bf16(o[n], pa, b0, b1);
             }
         }

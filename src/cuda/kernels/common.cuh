@@ -1,5 +1,5 @@
-// Device helpers shared by the kernels: element conversion for the storage types (f32, bf16), warp and
-// block reductions, and ceil_div. Knows nothing of the project's host types.
+// Device helpers shared by the kernels: element conversion for the storage types (f32, bf16), warp
+// and block reductions, and ceil_div. Knows nothing of the project's host types.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -43,7 +43,8 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
-// Sum over the whole block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
+// Sum over the whole block (blockDim.x a multiple of 32, at most 1024); every thread gets the
+// result.
 __device__ __forceinline__ float block_sum(float v) {
     __shared__ float partial[32];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -56,9 +57,15 @@ __device__ __forceinline__ float block_sum(float v) {
     return warp_sum(v);
 }
 
-__host__ __device__ constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+__host__ __device__ constexpr int64_t ceil_div(int64_t a, int64_t b) {
+    return (a + b - 1) / b;
+}
 
-__device__ __forceinline__ float silu(float x) { return x / (1.0f + __expf(-x)); }
-__device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + __expf(-x)); }
+__device__ __forceinline__ float silu(float x) {
+    return x / (1.0f + __expf(-x));
+}
+__device__ __forceinline__ float sigmoid(float x) {
+    return 1.0f / (1.0f + __expf(-x));
+}
 
 }  // namespace olmo::kernels

@@ -1,13 +1,16 @@
 // Chunked gated delta rule on tensor cores (spec §3), bf16 operands with f32 accumulation, in three
 // kernels (chunk C = 64, key dim padded to DKP, value dim handled in tiles of 64 columns):
-//   1. wy:     per (b, h, chunk), in parallel: γ = cumsum(g), A = strict_lower(β kkᵀ ⊙ Γ), T = (I + A)⁻¹
+//   1. wy:     per (b, h, chunk), in parallel: γ = cumsum(g), A = strict_lower(β kkᵀ ⊙ Γ), T = (I +
+//   A)⁻¹
 //              by forward substitution in f32, W = T·diag(β e^γ)·K and U = T·diag(β)·V (spec §3.2).
-//   2. state:  per (b, h, value tile), sequential over chunks: stores the chunk-start state H_n (bf16),
+//   2. state:  per (b, h, value tile), sequential over chunks: stores the chunk-start state H_n
+//   (bf16),
 //              V'_n = U_n − W_n·H_n (bf16), and H ← e^{γ_C} H + (K ⊙ e^{γ_C−γ})ᵀ V'_n kept in f32
 //              accumulators (spec §3.3); writes the final state.
-//   3. output: per (b, h, chunk, value tile), in parallel: O = (Q ⊙ e^γ)·H_n + ((QKᵀ) ⊙ Γ ⊙ M_≤)·V'_n.
-// Padding rows (past the sequence end) have zero q, k, v, β, g, so they leave every real output and the
-// state unchanged. Never is exp(γ_i − γ_j) evaluated for j > i.
+//   3. output: per (b, h, chunk, value tile), in parallel: O = (Q ⊙ e^γ)·H_n + ((QKᵀ) ⊙ Γ ⊙
+//   M_≤)·V'_n.
+// Padding rows (past the sequence end) have zero q, k, v, β, g, so they leave every real output and
+// the state unchanged. Never is exp(γ_i − γ_j) evaluated for j > i.
 #pragma once
 
 #include <cuda_pipeline.h>
@@ -20,7 +23,7 @@ namespace olmo::kernels {
 namespace wmma = nvcuda::wmma;
 
 constexpr int kChunk = 64;
-constexpr int kTileV = 64;       // value columns per state / output block
+constexpr int kTileV = 64;          // value columns per state / output block
 constexpr int kChunkThreads = 128;  // 4 warps
 
 using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major>;
@@ -36,10 +39,10 @@ struct GdnChunkArgs {
     float* state;                    // [B, H, Dk, Dv] in: initial, out: final
     // workspace: per (b, h) rows padded to NC·64, value dim padded to DVP (multiple of 64)
     __nv_bfloat16 *w, *u;  // [B, H, Tp, DKP], [B, H, Tp, DVP]
-    __nv_bfloat16* kd;     // [B, H, Tp, DKP] k ⊙ e^{γ_C − γ} (the state update's left operand)
-    float* gamma;          // [B, H, Tp]
-    __nv_bfloat16* hs;     // [B, H, NC, DKP, DVP] chunk-start states
-    __nv_bfloat16* vn;     // [B, H, Tp, DVP] V'
+    __nv_bfloat16* kd;  // [B, H, Tp, DKP] k ⊙ e^{γ_C − γ} (the state update's left operand)
+    float* gamma;       // [B, H, Tp]
+    __nv_bfloat16* hs;  // [B, H, NC, DKP, DVP] chunk-start states
+    __nv_bfloat16* vn;  // [B, H, Tp, DVP] V'
     int B, T, H, Dk, Dv, NC, DVP;
 };
 
@@ -59,36 +62,44 @@ struct Carve {
     }
 };
 
-__device__ __forceinline__ size_t bh_index(int b, int h, int H) { return size_t(b) * H + h; }
+__device__ __forceinline__ size_t bh_index(int b, int h, int H) {
+    return size_t(b) * H + h;
+}
 
-// Copies `rows` (≤ R) rows of `cols` bf16 values, rows `stride` elements apart in global memory, into a
-// shared [R × LD] tile, zero-filling the rest. 16-byte vectors when the layout allows, else scalars.
+// Copies `rows` (≤ R) rows of `cols` bf16 values, rows `stride` elements apart in global memory,
+// into a shared [R × LD] tile, zero-filling the rest. 16-byte vectors when the layout allows, else
+// scalars.
 template <int R, int LD>
-__device__ __forceinline__ void load_tile(__nv_bfloat16* __restrict__ dst, const __nv_bfloat16* __restrict__ src,
-                                          size_t stride, int rows, int cols) {
-    const bool vec = (cols % 8 == 0) && (stride % 8 == 0) && (reinterpret_cast<uintptr_t>(src) % 16 == 0);
+__device__ __forceinline__ void load_tile(__nv_bfloat16* __restrict__ dst,
+                                          const __nv_bfloat16* __restrict__ src, size_t stride,
+                                          int rows, int cols) {
+    const bool vec =
+        (cols % 8 == 0) && (stride % 8 == 0) && (reinterpret_cast<uintptr_t>(src) % 16 == 0);
     if (vec) {
         constexpr int kVec = LD / 8;
         for (int idx = threadIdx.x; idx < R * kVec; idx += blockDim.x) {
             const int r = idx / kVec, c = (idx % kVec) * 8;
             uint4 x = make_uint4(0, 0, 0, 0);
-            if (r < rows && c < cols) x = *reinterpret_cast<const uint4*>(src + size_t(r) * stride + c);
+            if (r < rows && c < cols)
+                x = *reinterpret_cast<const uint4*>(src + size_t(r) * stride + c);
             *reinterpret_cast<uint4*>(dst + r * LD + c) = x;
         }
     } else {
         for (int idx = threadIdx.x; idx < R * LD; idx += blockDim.x) {
             const int r = idx / LD, c = idx % LD;
-            dst[idx] = (r < rows && c < cols) ? src[size_t(r) * stride + c] : __float2bfloat16(0.0f);
+            dst[idx] =
+                (r < rows && c < cols) ? src[size_t(r) * stride + c] : __float2bfloat16(0.0f);
         }
     }
 }
 
-// Converts a shared f32 [R × LD] tile to bf16 and stores rows [0, rows) × cols [0, cols) to global memory,
-// rows `stride` elements apart; 8 values per store when aligned.
+// Converts a shared f32 [R × LD] tile to bf16 and stores rows [0, rows) × cols [0, cols) to global
+// memory, rows `stride` elements apart; 8 values per store when aligned.
 template <int R, int LD>
-__device__ __forceinline__ void store_tile(__nv_bfloat16* __restrict__ dst, size_t stride, const float* __restrict__ src,
-                                           int rows, int cols) {
-    const bool vec = (cols % 8 == 0) && (stride % 8 == 0) && (reinterpret_cast<uintptr_t>(dst) % 16 == 0);
+__device__ __forceinline__ void store_tile(__nv_bfloat16* __restrict__ dst, size_t stride,
+                                           const float* __restrict__ src, int rows, int cols) {
+    const bool vec =
+        (cols % 8 == 0) && (stride % 8 == 0) && (reinterpret_cast<uintptr_t>(dst) % 16 == 0);
     if (vec) {
         constexpr int kVec = LD / 8;
         for (int idx = threadIdx.x; idx < R * kVec; idx += blockDim.x) {
@@ -116,11 +127,11 @@ template <int DKP>
 __global__ void __launch_bounds__(kChunkThreads) gdn_wy_kernel(GdnChunkArgs a) {
     extern __shared__ __align__(128) char smem_raw[];
     Carve cv{smem_raw};
-    __nv_bfloat16* s_k = cv.take<__nv_bfloat16>(kChunk * DKP);   // k
-    __nv_bfloat16* s_kb = cv.take<__nv_bfloat16>(kChunk * DKP);  // β e^γ k
+    __nv_bfloat16* s_k = cv.take<__nv_bfloat16>(kChunk * DKP);      // k
+    __nv_bfloat16* s_kb = cv.take<__nv_bfloat16>(kChunk * DKP);     // β e^γ k
     __nv_bfloat16* s_vb = cv.take<__nv_bfloat16>(kChunk * kTileV);  // β v (one value tile)
-    float* s_a = cv.take<float>(kChunk * kChunk);                // kkᵀ, then A
-    float* s_t = cv.take<float>(kChunk * kChunk);                // T = (I + A)⁻¹
+    float* s_a = cv.take<float>(kChunk * kChunk);                   // kkᵀ, then A
+    float* s_t = cv.take<float>(kChunk * kChunk);                   // T = (I + A)⁻¹
     __nv_bfloat16* s_tb = cv.take<__nv_bfloat16>(kChunk * kChunk);
     float* s_out = cv.take<float>(kChunk * (DKP > kTileV ? DKP : kTileV));
     float* s_gamma = cv.take<float>(kChunk);
@@ -144,7 +155,8 @@ __global__ void __launch_bounds__(kChunkThreads) gdn_wy_kernel(GdnChunkArgs a) {
     }
     __syncthreads();
     const size_t tok_stride_k = size_t(a.H) * a.Dk, tok_stride_v = size_t(a.H) * a.Dv;
-    load_tile<kChunk, DKP>(s_k, a.k + ((size_t(b) * a.T + t0) * a.H + h) * a.Dk, tok_stride_k, rows, a.Dk);
+    load_tile<kChunk, DKP>(s_k, a.k + ((size_t(b) * a.T + t0) * a.H + h) * a.Dk, tok_stride_k, rows,
+                           a.Dk);
     __syncthreads();
     // β e^γ k (left operand of W), and k ⊙ e^{γ_C − γ} (the state kernel's, stored for it).
     const size_t Tp_rows = size_t(a.NC) * kChunk;
@@ -168,7 +180,8 @@ __global__ void __launch_bounds__(kChunkThreads) gdn_wy_kernel(GdnChunkArgs a) {
             wmma::load_matrix_sync(fb, s_k + c * 16 * DKP + kk, DKP);
             wmma::mma_sync(acc, fa, fb, acc);
         }
-        wmma::store_matrix_sync(s_a + warp * 16 * kChunk + c * 16, acc, kChunk, wmma::mem_row_major);
+        wmma::store_matrix_sync(s_a + warp * 16 * kChunk + c * 16, acc, kChunk,
+                                wmma::mem_row_major);
     }
     __syncthreads();
     // A_ij = β_i (k_i·k_j) e^{γ_i − γ_j} for i > j, else 0 (the exponent masked first).
@@ -188,7 +201,8 @@ __global__ void __launch_bounds__(kChunkThreads) gdn_wy_kernel(GdnChunkArgs a) {
         }
         __syncthreads();
     }
-    for (int idx = tid; idx < kChunk * kChunk; idx += blockDim.x) s_tb[idx] = __float2bfloat16(s_t[idx]);
+    for (int idx = tid; idx < kChunk * kChunk; idx += blockDim.x)
+        s_tb[idx] = __float2bfloat16(s_t[idx]);
     __syncthreads();
     // W = T · (β e^γ K): [64, DKP], warp w computes row tile w.
     for (int c = 0; c < DKP / 16; ++c) {
@@ -208,8 +222,8 @@ __global__ void __launch_bounds__(kChunkThreads) gdn_wy_kernel(GdnChunkArgs a) {
     __syncthreads();
     // U = T · (β V), one tile of 64 value columns at a time.
     for (int v0 = 0; v0 < a.DVP; v0 += kTileV) {
-        load_tile<kChunk, kTileV>(s_vb, a.v + ((size_t(b) * a.T + t0) * a.H + h) * a.Dv + v0, tok_stride_v, rows,
-                                   min(kTileV, a.Dv - v0));
+        load_tile<kChunk, kTileV>(s_vb, a.v + ((size_t(b) * a.T + t0) * a.H + h) * a.Dv + v0,
+                                  tok_stride_v, rows, min(kTileV, a.Dv - v0));
         __syncthreads();
         for (int idx = tid; idx < kChunk * kTileV; idx += blockDim.x)
             s_vb[idx] = __float2bfloat16(__bfloat162float(s_vb[idx]) * s_beta[idx / kTileV]);
@@ -224,10 +238,12 @@ __global__ void __launch_bounds__(kChunkThreads) gdn_wy_kernel(GdnChunkArgs a) {
                 wmma::load_matrix_sync(fb, s_vb + kk * kTileV + c * 16, kTileV);
                 wmma::mma_sync(acc, fa, fb, acc);
             }
-            wmma::store_matrix_sync(s_out + warp * 16 * kTileV + c * 16, acc, kTileV, wmma::mem_row_major);
+            wmma::store_matrix_sync(s_out + warp * 16 * kTileV + c * 16, acc, kTileV,
+                                    wmma::mem_row_major);
         }
         __syncthreads();
-        store_tile<kChunk, kTileV>(a.u + (bh_index(b, h, a.H) * Tp + t0) * a.DVP + v0, a.DVP, s_out, kChunk, kTileV);
+        store_tile<kChunk, kTileV>(a.u + (bh_index(b, h, a.H) * Tp + t0) * a.DVP + v0, a.DVP, s_out,
+                                   kChunk, kTileV);
         __syncthreads();
     }
     if (tid < kChunk) a.gamma[bh_index(b, h, a.H) * Tp + t0 + tid] = s_gamma[tid];
@@ -236,21 +252,25 @@ __global__ void __launch_bounds__(kChunkThreads) gdn_wy_kernel(GdnChunkArgs a) {
 template <int DKP>
 constexpr size_t gdn_wy_smem() {
     auto r = [](size_t n) { return (n + 127) / 128 * 128; };
-    return 2 * r(kChunk * DKP * 2) + r(kChunk * kTileV * 2) + 2 * r(kChunk * kChunk * 4) + r(kChunk * kChunk * 2) +
-           r(kChunk * (DKP > kTileV ? DKP : kTileV) * 4) + 2 * r(kChunk * 4);
+    return 2 * r(kChunk * DKP * 2) + r(kChunk * kTileV * 2) + 2 * r(kChunk * kChunk * 4) +
+           r(kChunk * kChunk * 2) + r(kChunk * (DKP > kTileV ? DKP : kTileV) * 4) +
+           2 * r(kChunk * 4);
 }
 
-// ---- 2. the state recurrence over chunks -----------------------------------------------------------
+// ---- 2. the state recurrence over chunks
+// -----------------------------------------------------------
 
-// TV value columns per block (32 or 64). The chunk's W, K_d and U tile are prefetched with cp.async into a
-// second buffer while the current chunk computes. Warp w keeps the H tiles (r, c) with c = w mod (TV/16),
-// r = w / (TV/16), r += 4 / (TV/16), in f32 accumulator fragments for the whole sequence.
+// TV value columns per block (32 or 64). The chunk's W, K_d and U tile are prefetched with cp.async
+// into a second buffer while the current chunk computes. Warp w keeps the H tiles (r, c) with c = w
+// mod (TV/16), r = w / (TV/16), r += 4 / (TV/16), in f32 accumulator fragments for the whole
+// sequence.
 template <int DKP, int TV>
 __global__ void __launch_bounds__(kChunkThreads) gdn_state_kernel(GdnChunkArgs a) {
     constexpr int NCT = TV / 16, WPC = 4 / NCT, R = DKP / 16, PER_WARP = (R + WPC - 1) / WPC;
     extern __shared__ __align__(128) char smem_raw[];
     Carve cv{smem_raw};
-    // Two buffers each (index with buf · size, not an array of pointers, which would live in local memory).
+    // Two buffers each (index with buf · size, not an array of pointers, which would live in local
+    // memory).
     __nv_bfloat16* s_w2 = cv.take<__nv_bfloat16>(2 * kChunk * DKP);
     __nv_bfloat16* s_kd2 = cv.take<__nv_bfloat16>(2 * kChunk * DKP);
     __nv_bfloat16* s_u2 = cv.take<__nv_bfloat16>(2 * kChunk * TV);
@@ -277,7 +297,8 @@ __global__ void __launch_bounds__(kChunkThreads) gdn_state_kernel(GdnChunkArgs a
         constexpr int kVec = TV / 8;
         for (int idx = tid; idx < kChunk * kVec; idx += blockDim.x) {
             const int r = idx / kVec, c = (idx % kVec) * 8;
-            __pipeline_memcpy_async(s_u2 + buf * kChunk * TV + r * TV + c, a.u + (row0 + r) * a.DVP + v0 + c, 16);
+            __pipeline_memcpy_async(s_u2 + buf * kChunk * TV + r * TV + c,
+                                    a.u + (row0 + r) * a.DVP + v0 + c, 16);
         }
         __pipeline_commit();
     };
@@ -292,7 +313,9 @@ __global__ void __launch_bounds__(kChunkThreads) gdn_state_kernel(GdnChunkArgs a
 #pragma unroll
     for (int j = 0; j < PER_WARP; ++j) {
         const int r = warp / NCT + j * WPC;
-        if (r < R) wmma::load_matrix_sync(hacc[j], s_hf + r * 16 * TV + (warp % NCT) * 16, TV, wmma::mem_row_major);
+        if (r < R)
+            wmma::load_matrix_sync(hacc[j], s_hf + r * 16 * TV + (warp % NCT) * 16, TV,
+                                   wmma::mem_row_major);
     }
 
     for (int n = 0; n < a.NC; ++n) {
@@ -300,18 +323,22 @@ __global__ void __launch_bounds__(kChunkThreads) gdn_state_kernel(GdnChunkArgs a
         const __nv_bfloat16* s_w = s_w2 + buf * kChunk * DKP;
         const __nv_bfloat16* s_kd = s_kd2 + buf * kChunk * DKP;
         const __nv_bfloat16* s_u = s_u2 + buf * kChunk * TV;
-        __syncthreads();  // every warp is done with the other buffer and with s_hf / s_hb / s_p / s_vn
+        __syncthreads();  // every warp is done with the other buffer and with s_hf / s_hb / s_p /
+                          // s_vn
         if (n + 1 < a.NC) prefetch(n + 1, buf ^ 1);
 #pragma unroll
         for (int j = 0; j < PER_WARP; ++j) {
             const int r = warp / NCT + j * WPC;
             if (r < R)
-                wmma::store_matrix_sync(s_hf + r * 16 * TV + (warp % NCT) * 16, hacc[j], TV, wmma::mem_row_major);
+                wmma::store_matrix_sync(s_hf + r * 16 * TV + (warp % NCT) * 16, hacc[j], TV,
+                                        wmma::mem_row_major);
         }
         __syncthreads();
         // H_n in bf16: this chunk's operand, and saved for the output kernel.
-        for (int idx = tid; idx < DKP * TV; idx += blockDim.x) s_hb[idx] = __float2bfloat16(s_hf[idx]);
-        store_tile<DKP, TV>(a.hs + ((bh_index(b, h, a.H) * a.NC + n) * DKP) * a.DVP + v0, a.DVP, s_hf, DKP, TV);
+        for (int idx = tid; idx < DKP * TV; idx += blockDim.x)
+            s_hb[idx] = __float2bfloat16(s_hf[idx]);
+        store_tile<DKP, TV>(a.hs + ((bh_index(b, h, a.H) * a.NC + n) * DKP) * a.DVP + v0, a.DVP,
+                            s_hf, DKP, TV);
         const float gamma_last = a.gamma[base + size_t(n) * kChunk + kChunk - 1];
         if (n + 1 < a.NC)
             __pipeline_wait_prior(1);  // chunk n's copies are complete (n + 1's may still fly)
@@ -341,7 +368,8 @@ __global__ void __launch_bounds__(kChunkThreads) gdn_state_kernel(GdnChunkArgs a
             s_vn[idx] = __float2bfloat16(x);
         }
         __syncthreads();
-        store_tile<kChunk, TV>(a.vn + (base + size_t(n) * kChunk) * a.DVP + v0, a.DVP, s_p, kChunk, TV);
+        store_tile<kChunk, TV>(a.vn + (base + size_t(n) * kChunk) * a.DVP + v0, a.DVP, s_p, kChunk,
+                               TV);
         // H ← e^{γ_C} H + (K ⊙ e^{γ_C − γ})ᵀ · V'_n, in the f32 accumulators.
         const float decay = expf(gamma_last);
 #pragma unroll
@@ -363,7 +391,9 @@ __global__ void __launch_bounds__(kChunkThreads) gdn_state_kernel(GdnChunkArgs a
 #pragma unroll
     for (int j = 0; j < PER_WARP; ++j) {
         const int r = warp / NCT + j * WPC;
-        if (r < R) wmma::store_matrix_sync(s_hf + r * 16 * TV + (warp % NCT) * 16, hacc[j], TV, wmma::mem_row_major);
+        if (r < R)
+            wmma::store_matrix_sync(s_hf + r * 16 * TV + (warp % NCT) * 16, hacc[j], TV,
+                                    wmma::mem_row_major);
     }
     __syncthreads();
     for (int idx = tid; idx < DKP * TV; idx += blockDim.x) {
@@ -375,11 +405,12 @@ __global__ void __launch_bounds__(kChunkThreads) gdn_state_kernel(GdnChunkArgs a
 template <int DKP, int TV>
 constexpr size_t gdn_state_smem() {
     auto r = [](size_t n) { return (n + 127) / 128 * 128; };
-    return 4 * r(kChunk * DKP * 2) + 2 * r(kChunk * TV * 2) + r(DKP * TV * 4) + r(DKP * TV * 2) + r(kChunk * TV * 4) +
-           r(kChunk * TV * 2);
+    return 4 * r(kChunk * DKP * 2) + 2 * r(kChunk * TV * 2) + r(DKP * TV * 4) + r(DKP * TV * 2) +
+           r(kChunk * TV * 4) + r(kChunk * TV * 2);
 }
 
-// ---- 3. outputs, all chunks in parallel ----------------------------------------------------------
+// ---- 3. outputs, all chunks in parallel
+// ----------------------------------------------------------
 
 template <int DKP>
 __global__ void __launch_bounds__(kChunkThreads) gdn_output_kernel(GdnChunkArgs a) {
@@ -407,7 +438,8 @@ __global__ void __launch_bounds__(kChunkThreads) gdn_output_kernel(GdnChunkArgs 
     const size_t tok = (size_t(b) * a.T + t0) * a.H + h;
     load_tile<kChunk, DKP>(s_q, a.q + tok * a.Dk, size_t(a.H) * a.Dk, rows, a.Dk);
     load_tile<kChunk, DKP>(s_k, a.k + tok * a.Dk, size_t(a.H) * a.Dk, rows, a.Dk);
-    load_tile<DKP, kTileV>(s_h, a.hs + ((bh_index(b, h, a.H) * a.NC + n) * DKP) * a.DVP + v0, a.DVP, DKP, kTileV);
+    load_tile<DKP, kTileV>(s_h, a.hs + ((bh_index(b, h, a.H) * a.NC + n) * DKP) * a.DVP + v0, a.DVP,
+                           DKP, kTileV);
     load_tile<kChunk, kTileV>(s_vn, a.vn + row0 * a.DVP + v0, a.DVP, kChunk, kTileV);
     __syncthreads();
     // QKᵀ (64×64): warp w computes row tile w.
@@ -422,7 +454,8 @@ __global__ void __launch_bounds__(kChunkThreads) gdn_output_kernel(GdnChunkArgs 
             wmma::load_matrix_sync(fb, s_k + c * 16 * DKP + kk, DKP);
             wmma::mma_sync(acc, fa, fb, acc);
         }
-        wmma::store_matrix_sync(s_f + warp * 16 * kChunk + c * 16, acc, kChunk, wmma::mem_row_major);
+        wmma::store_matrix_sync(s_f + warp * 16 * kChunk + c * 16, acc, kChunk,
+                                wmma::mem_row_major);
     }
     __syncthreads();
     // S = QKᵀ ⊙ e^{γ_i − γ_j} on and below the diagonal; Q ⊙ e^{γ} for the inter-chunk term.
@@ -454,17 +487,19 @@ __global__ void __launch_bounds__(kChunkThreads) gdn_output_kernel(GdnChunkArgs 
             wmma::mma_sync(acc, fa, fb, acc);
         }
         // s_f is free again once every warp finished reading QKᵀ (the barrier above).
-        wmma::store_matrix_sync(s_f + warp * 16 * kTileV + c * 16, acc, kTileV, wmma::mem_row_major);
+        wmma::store_matrix_sync(s_f + warp * 16 * kTileV + c * 16, acc, kTileV,
+                                wmma::mem_row_major);
     }
     __syncthreads();
-    store_tile<kChunk, kTileV>(a.o + tok * a.Dv + v0, size_t(a.H) * a.Dv, s_f, rows, min(kTileV, a.Dv - v0));
+    store_tile<kChunk, kTileV>(a.o + tok * a.Dv + v0, size_t(a.H) * a.Dv, s_f, rows,
+                               min(kTileV, a.Dv - v0));
 }
 
 template <int DKP>
 constexpr size_t gdn_output_smem() {
     auto r = [](size_t n) { return (n + 127) / 128 * 128; };
-    return 2 * r(kChunk * DKP * 2) + r(DKP * kTileV * 2) + r(kChunk * kTileV * 2) + r(kChunk * kChunk * 4) +
-           r(kChunk * kChunk * 2) + r(kChunk * 4);
+    return 2 * r(kChunk * DKP * 2) + r(DKP * kTileV * 2) + r(kChunk * kTileV * 2) +
+           r(kChunk * kChunk * 4) + r(kChunk * kChunk * 2) + r(kChunk * 4);
 }
 
 }  // namespace olmo::kernels

@@ -12,10 +12,11 @@ namespace olmo::kernels {
 
 // grid (B·H, ceil(Dv / blockDim.x)); dynamic shared memory 2·Dk floats.
 template <class T, int KMAX>
-__global__ void gdn_recurrent_kernel(T* __restrict__ o, float* __restrict__ state, const T* __restrict__ q,
-                                     const T* __restrict__ k, const T* __restrict__ v,
-                                     const float* __restrict__ g, const float* __restrict__ beta, int T_len,
-                                     int H, int Dk, int Dv) {
+__global__ void gdn_recurrent_kernel(T* __restrict__ o, float* __restrict__ state,
+                                     const T* __restrict__ q, const T* __restrict__ k,
+                                     const T* __restrict__ v, const float* __restrict__ g,
+                                     const float* __restrict__ beta, int T_len, int H, int Dk,
+                                     int Dv) {
     extern __shared__ float s_qk[];
     float* s_q = s_qk;
     float* s_k = s_qk + Dk;

@@ -1,9 +1,10 @@
 // Skinny matrix products for decoding: out[N, O] = x[N, I] · w[O, I]ᵀ with N ≤ 16 (one token per
-// sequence). The work is reading w once, so the kernel is a streaming dot product: each warp owns ROWS
-// rows of w, every lane reads 16-byte vectors of them (two vectors per row in flight), multiplies them by
-// the same slice of every token's x (small, served from L1/L2) and accumulates in f32; a warp reduction
-// finishes each dot product. Outputs may be split into segments (w's row blocks written to separate
-// tensors), so that q|k|v|... of a layer are one pass over their concatenated weights.
+// sequence). The work is reading w once, so the kernel is a streaming dot product: each warp owns
+// ROWS rows of w, every lane reads 16-byte vectors of them (two vectors per row in flight),
+// multiplies them by the same slice of every token's x (small, served from L1/L2) and accumulates
+// in f32; a warp reduction finishes each dot product. Outputs may be split into segments (w's row
+// blocks written to separate tensors), so that q|k|v|... of a layer are one pass over their
+// concatenated weights.
 #pragma once
 
 #include "common.cuh"
@@ -32,8 +33,8 @@ __device__ __forceinline__ void fma8(float& acc, const uint4& w, const uint4& x)
 
 template <int NT, int ROWS, class TO>
 __global__ void __launch_bounds__(32 * kGemvWarps)
-    gemv_kernel(GemvSegments seg, const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w,
-                int N, int64_t I, int64_t O, bool accumulate) {
+    gemv_kernel(GemvSegments seg, const __nv_bfloat16* __restrict__ x,
+                const __nv_bfloat16* __restrict__ w, int N, int64_t I, int64_t O, bool accumulate) {
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int64_t row0 = (int64_t(blockIdx.x) * kGemvWarps + warp) * ROWS;
     if (row0 >= O) return;
@@ -47,7 +48,8 @@ __global__ void __launch_bounds__(32 * kGemvWarps)
     const uint4* xv = reinterpret_cast<const uint4*>(x);
     int64_t wrow[ROWS];
 #pragma unroll
-    for (int r = 0; r < ROWS; ++r) wrow[r] = (row0 + r < O ? row0 + r : O - 1) * nvec;  // clamp: valid reads
+    for (int r = 0; r < ROWS; ++r)
+        wrow[r] = (row0 + r < O ? row0 + r : O - 1) * nvec;  // clamp: valid reads
     int64_t c = lane;
     for (; c + 32 < nvec; c += 64) {  // two vectors per row in flight
         uint4 a[ROWS], b[ROWS];
