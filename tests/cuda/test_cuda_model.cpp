@@ -84,12 +84,7 @@ TEST_P(CudaModel, GreedyTokensEqualTheCpuEngineInF32) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, CudaModel, ::testing::ValuesIn(testing::hf_fixture_dirs()),
-                         [](const auto& info) {
-                             std::string n = testing::fixture_name(info.param);
-                             for (char& c : n)
-                                 if (!isalnum(static_cast<unsigned char>(c))) c = '_';
-                             return n;
-                         });
+                         testing::FixtureTestName());
 
 }  // namespace
 }  // namespace olmo

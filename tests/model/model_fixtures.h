@@ -2,6 +2,7 @@
 // the ones committed under tests/data/hf (other layer patterns, RoPE/YaRN, GQA/GVA, bf16 on disk).
 #pragma once
 
+#include <cctype>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -29,6 +30,17 @@ inline std::vector<std::string> hf_fixture_dirs() {
 inline std::string fixture_name(const std::string& dir) {
     return std::filesystem::path(dir).filename().string();
 }
+
+// Test-name suffix for a fixture folder (GoogleTest allows only letters, digits and '_').
+struct FixtureTestName {
+    template <class Info>
+    std::string operator()(const Info& info) const {
+        std::string n = fixture_name(info.param);
+        for (char& c : n)
+            if (!isalnum(static_cast<unsigned char>(c))) c = '_';
+        return n;
+    }
+};
 
 }  // namespace olmo::testing
 

@@ -157,12 +157,7 @@ TEST_P(HfParity, BatchEqualsSequencesOneByOne) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, HfParity, ::testing::ValuesIn(hf_fixture_dirs()),
-                         [](const auto& info) {
-                             std::string n = testing::fixture_name(info.param);
-                             for (char& c : n)
-                                 if (!isalnum(static_cast<unsigned char>(c))) c = '_';
-                             return n;
-                         });
+                         testing::FixtureTestName());
 
 TEST(ModelInput, RejectsBadIds) {
     Model m = Model::load(testing::shared_dir() + "/fixtures/olmo-hybrid-tiny");

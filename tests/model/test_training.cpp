@@ -44,12 +44,7 @@ TEST_P(HfGradients, LossAndEveryParameterGradient) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, HfGradients, ::testing::ValuesIn(testing::hf_fixture_dirs()),
-                         [](const auto& info) {
-                             std::string n = testing::fixture_name(info.param);
-                             for (char& c : n)
-                                 if (!isalnum(static_cast<unsigned char>(c))) c = '_';
-                             return n;
-                         });
+                         testing::FixtureTestName());
 
 TEST(Training, GradientsAccumulateAndScale) {
     Model model = Model::load(testing::shared_dir() + "/fixtures/olmo-hybrid-tiny");
