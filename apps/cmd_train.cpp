@@ -290,12 +290,14 @@ void register_train_commands(CLI::App& app) {
         cmd->add_option("--resume", a->resume,
                         "Continue from a checkpoint folder, or \"latest\" in --output");
         auto& o = a->opt;
-        o.steps = 100000;
+        // Defaults for the built-in demo: a cosine over 250 steps that a 2-minute budget mostly covers on a
+        // 2-core machine (~0.7 s per step of 2,048 tokens).
+        o.steps = 250;
         o.max_minutes = 2;
         o.batch_size = 16;
         o.seq_len = 128;
-        o.schedule.lr = 2e-3;
-        o.schedule.warmup = 50;
+        o.schedule.lr = 3e-3;
+        o.schedule.warmup = 30;
         o.eval_every = 50;
         o.checkpoint_every = 100;
         o.adamw.weight_decay = 0.1;
