@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Summary of scripts/gpu/bench's JSON lines: ours vs peers vs the roofline of the lent H200
+"""Summary of scripts/gpu/bench's JSON lines: ours vs peers vs the roofline of an H200
 (bf16 matrix rate 750 TFLOP/s, memory 4.1 TB/s, both measured on the card)."""
 import json
 import sys
