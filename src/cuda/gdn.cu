@@ -1,9 +1,13 @@
 // Launchers of the gated delta rule: the recurrent kernel (decode, short prefills, and every f32
 // call) and the chunked tensor-core kernels (bf16 prefill). Backward passes run on the CPU backend
 // only for now.
+#include <algorithm>
+#include <type_traits>
+
 #include "cuda/dispatch.h"
 #include "cuda/kernels/gdn_chunked.cuh"
 #include "cuda/kernels/gdn_recurrent.cuh"
+#include "cuda/launch.h"
 #include "cuda/ops_cuda.h"
 #include "cuda/runtime_internal.h"
 
@@ -43,40 +47,90 @@ void recurrent(const Tensor& o, const Tensor& state, const Tensor& q, const Tens
         fail("[gdn] CUDA supports key head dims up to 256, got ", Dk);
 }
 
-template <int DKP, int TV>
-void launch_chunked(kernels::GdnChunkArgs args) {
-    static bool configured = false;
-    constexpr size_t wy = kernels::gdn_wy_smem<DKP>(), st = kernels::gdn_state_smem<DKP, TV>(),
-                     out = kernels::gdn_output_smem<DKP>();
-    if (!configured) {
-        CUDA_CHECK(cudaFuncSetAttribute(kernels::gdn_wy_kernel<DKP>,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize, int(wy)));
-        CUDA_CHECK(cudaFuncSetAttribute(kernels::gdn_state_kernel<DKP, TV>,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize, int(st)));
-        CUDA_CHECK(cudaFuncSetAttribute(kernels::gdn_output_kernel<DKP>,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize, int(out)));
-        configured = true;
-    }
-    const int BH = args.B * args.H, tiles_v = args.DVP / kernels::kTileV;
-    kernels::gdn_wy_kernel<DKP>
-        <<<BH * args.NC, kernels::kChunkThreads, wy, current_stream()>>>(args);
+int max_dynamic_smem() {
+    static const int limit = [] {
+        int device = 0, bytes = 0;
+        CUDA_CHECK(cudaGetDevice(&device));
+        CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+        return bytes;
+    }();
+    return limit;
+}
+
+// Raises a kernel's dynamic shared-memory limit to `bytes` the first time a call needs it.
+template <class Kernel>
+void allow_smem(Kernel kernel, size_t bytes, int& allowed) {
+    if (int(bytes) <= allowed) return;
+    CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+    allowed = int(bytes);
+}
+
+template <int DKP, int NW>
+void launch_chunked(const kernels::GdnChunkArgs& args) {
+    static int wy_allowed = 0, scan_allowed = 0;
+    const size_t wy = kernels::WyLayout<DKP>::bytes(args.DVP),
+                 scan = kernels::ScanLayout<DKP, NW>::bytes;
+    allow_smem(kernels::gdn_wy_kernel<DKP>, wy, wy_allowed);
+    allow_smem(kernels::gdn_scan_kernel<DKP, NW>, scan, scan_allowed);
+    const int BH = args.B * args.H, tiles_v = args.DVP / (16 * NW);
+    kernels::gdn_wy_kernel<DKP><<<BH * args.NC, kernels::kWyThreads, wy, current_stream()>>>(args);
     CUDA_CHECK_LAUNCH();
-    kernels::gdn_state_kernel<DKP, TV>
-        <<<BH*(args.DVP / TV), kernels::kChunkThreads, st, current_stream()>>>(args);
-    CUDA_CHECK_LAUNCH();
-    kernels::gdn_output_kernel<DKP>
-        <<<BH * args.NC * tiles_v, kernels::kChunkThreads, out, current_stream()>>>(args);
+    kernels::gdn_scan_kernel<DKP, NW><<<BH * tiles_v, NW * 32, scan, current_stream()>>>(args);
     CUDA_CHECK_LAUNCH();
 }
 
-// The sequential state pass has one block per (sequence, head, value tile): narrow tiles when that
-// would not fill the GPU.
+// Warps (of 16 value columns each) per scan block: the scan is sequential over chunks, so its
+// speed is the per-chunk time of one block, which grows with the warps sharing an SM. Wide blocks
+// when there are blocks enough to fill the GPU anyway, else the widest tiling of Dv that does.
+int scan_warps(int64_t BH, int64_t Dv) {
+    const int64_t sms = multiprocessor_count();
+    for (int nw : {4, 3}) {
+        const int64_t blocks = BH * ((Dv + 16 * nw - 1) / (16 * nw));
+        if (Dv % (16 * nw) == 0 && 5 * blocks >= 4 * sms) return nw;
+    }
+    return 2;
+}
+
 template <int DKP>
-void launch_chunked(kernels::GdnChunkArgs args) {
-    if (int64_t(args.B) * args.H * (args.DVP / 64) < 2 * multiprocessor_count())
-        launch_chunked<DKP, 32>(args);
-    else
-        launch_chunked<DKP, 64>(args);
+void launch_chunked(const kernels::GdnChunkArgs& args, int nw) {
+    switch (nw) {
+        case 4:
+            launch_chunked<DKP, 4>(args);
+            break;
+        case 3:
+            launch_chunked<DKP, 3>(args);
+            break;
+        default:
+            launch_chunked<DKP, 2>(args);
+            break;
+    }
+}
+
+size_t chunked_smem(int dkp, int dvp, int nw) {
+    auto scan = [&](auto dk) {
+        constexpr int D = decltype(dk)::value;
+        return nw == 4   ? kernels::ScanLayout<D, 4>::bytes
+               : nw == 3 ? kernels::ScanLayout<D, 3>::bytes
+                         : kernels::ScanLayout<D, 2>::bytes;
+    };
+    auto wy = [&](auto dk) {
+        constexpr int D = decltype(dk)::value;
+        return kernels::WyLayout<D>::bytes(dvp);
+    };
+    auto both = [&](auto dk) { return std::max(scan(dk), wy(dk)); };
+    switch (dkp) {
+        case 16:
+            return both(std::integral_constant<int, 16>{});
+        case 32:
+            return both(std::integral_constant<int, 32>{});
+        case 64:
+            return both(std::integral_constant<int, 64>{});
+        case 96:
+            return both(std::integral_constant<int, 96>{});
+        default:
+            return both(std::integral_constant<int, 128>{});
+    }
 }
 
 }  // namespace
@@ -89,11 +143,16 @@ void gdn_recurrent(const Tensor& o, const Tensor& state, const Tensor& q, const 
 
 void gdn_chunked(const Tensor& o, const Tensor& state, const Tensor& q, const Tensor& k,
                  const Tensor& v, const Tensor& g, const Tensor& beta, int64_t chunk) {
-    const int64_t Dk = q.size(3);
-    // The tensor-core path is bf16 with chunks of 64 and Dk ≤ 128; everything else (f32 storage for
-    // exact tests, other chunk sizes, wider keys) takes the recurrent kernel, which computes the
-    // same function.
-    if (q.dtype != DType::bf16 || chunk != kernels::kChunk || Dk > 128) {
+    const int64_t Dk = q.size(3), Dv = v.size(3);
+    if (q.size(0) == 0 || q.size(1) == 0) return;
+    const int dkp = Dk <= 16 ? 16 : Dk <= 32 ? 32 : Dk <= 64 ? 64 : Dk <= 96 ? 96 : 128;
+    const int nw = scan_warps(q.size(0) * q.size(2), Dv);
+    const int64_t dvp = (Dv + 16 * nw - 1) / (16 * nw) * (16 * nw);
+    // The tensor-core path is bf16 with chunks of 64, Dk ≤ 128 and tiles that fit in shared
+    // memory; everything else (f32 storage for exact tests, other chunk sizes, wider heads) takes
+    // the recurrent kernel, which computes the same function.
+    if (q.dtype != DType::bf16 || chunk != kernels::kChunk || Dk > 128 ||
+        chunked_smem(dkp, int(dvp), nw) > size_t(max_dynamic_smem())) {
         gdn_recurrent(o, state, q, k, v, g, beta);
         return;
     }
@@ -102,11 +161,9 @@ void gdn_chunked(const Tensor& o, const Tensor& state, const Tensor& q, const Te
     a.T = int(q.size(1));
     a.H = int(q.size(2));
     a.Dk = int(Dk);
-    a.Dv = int(v.size(3));
-    if (a.B == 0 || a.T == 0) return;
+    a.Dv = int(Dv);
     a.NC = int((a.T + kernels::kChunk - 1) / kernels::kChunk);
-    a.DVP = int((a.Dv + kernels::kTileV - 1) / kernels::kTileV * kernels::kTileV);
-    const int dkp = Dk <= 16 ? 16 : Dk <= 32 ? 32 : Dk <= 64 ? 64 : Dk <= 96 ? 96 : 128;
+    a.DVP = int(dvp);
     const size_t rows = size_t(a.B) * a.H * a.NC * kernels::kChunk;
     a.q = ptr<__nv_bfloat16>(q);
     a.k = ptr<__nv_bfloat16>(k);
@@ -115,27 +172,28 @@ void gdn_chunked(const Tensor& o, const Tensor& state, const Tensor& q, const Te
     a.beta = ptr<float>(beta);
     a.o = ptr<__nv_bfloat16>(o);
     a.state = ptr<float>(state);
+    a.qk_vec = packable<__nv_bfloat16>(Dk, {q.data, k.data});
+    a.v_vec = packable<__nv_bfloat16>(Dv, {v.data});
+    a.o_vec = packable<__nv_bfloat16>(Dv, {o.data});
     a.w = static_cast<__nv_bfloat16*>(scratch(0, rows * dkp * 2));
     a.u = static_cast<__nv_bfloat16*>(scratch(1, rows * a.DVP * 2));
-    a.vn = static_cast<__nv_bfloat16*>(scratch(2, rows * a.DVP * 2));
+    a.s = static_cast<__nv_bfloat16*>(scratch(2, rows * kernels::kChunk * 2));
     a.gamma = static_cast<float*>(scratch(3, rows * 4));
-    a.hs = static_cast<__nv_bfloat16*>(scratch(4, size_t(a.B) * a.H * a.NC * dkp * a.DVP * 2));
-    a.kd = static_cast<__nv_bfloat16*>(scratch(5, rows * dkp * 2));
     switch (dkp) {
         case 16:
-            launch_chunked<16>(a);
+            launch_chunked<16>(a, nw);
             break;
         case 32:
-            launch_chunked<32>(a);
+            launch_chunked<32>(a, nw);
             break;
         case 64:
-            launch_chunked<64>(a);
+            launch_chunked<64>(a, nw);
             break;
         case 96:
-            launch_chunked<96>(a);
+            launch_chunked<96>(a, nw);
             break;
         default:
-            launch_chunked<128>(a);
+            launch_chunked<128>(a, nw);
             break;
     }
 }

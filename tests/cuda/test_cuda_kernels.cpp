@@ -115,9 +115,10 @@ TEST(CudaGdn, RecurrentAndChunkedMatchTheCpu) {
     struct Case {
         int64_t B, T, H, Dk, Dv;
     };
-    const Case cases[] = {{2, 1, 3, 16, 32},   {2, 63, 3, 16, 32},    {1, 64, 2, 96, 192},
-                          {2, 65, 3, 96, 192}, {1, 200, 2, 128, 128}, {1, 130, 2, 12, 20},
-                          {2, 16, 30, 96, 192}};
+    const Case cases[] = {{2, 1, 3, 16, 32},    {2, 63, 3, 16, 32},    {1, 64, 2, 96, 192},
+                          {2, 65, 3, 96, 192},  {1, 200, 2, 128, 128}, {1, 130, 2, 12, 20},
+                          {2, 16, 30, 96, 192}, {1, 300, 30, 96, 192}, {1, 1000, 3, 128, 128},
+                          {3, 700, 2, 64, 96}};
     for (const Case c : cases) {
         for (DType dt : kDtypes) {
             for (bool chunked : {false, true}) {

@@ -12,6 +12,7 @@
 #pragma once
 
 #include "common.cuh"
+#include "mma.cuh"
 
 namespace olmo::kernels {
 
@@ -116,29 +117,6 @@ __global__ void __launch_bounds__(32 * WARPS)
 // -------------------------------------------------------------------
 
 constexpr int kFlashQ = 64, kFlashK = 64, kFlashThreads = 128;
-
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<const uint32_t*>(&v);
-}
-
-__device__ __forceinline__ uint32_t pack_bf16(__nv_bfloat16 lo, __nv_bfloat16 hi) {
-    __nv_bfloat162 v;
-    v.x = lo;
-    v.y = hi;
-    return *reinterpret_cast<const uint32_t*>(&v);
-}
-
-// d = a·b + d for one m16n8k16 tile (a: 4 regs of bf16 pairs, b: 2 regs, d: 4 f32).
-__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
-                                         uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
 
 template <int HD>
 __global__ void __launch_bounds__(kFlashThreads)

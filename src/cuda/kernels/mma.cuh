@@ -1,0 +1,75 @@
+// Warp-level tensor-core building blocks shared by the attention and gated-delta-rule kernels:
+// bf16 packing, one m16n8k16 bf16 product with f32 accumulation, and ldmatrix loads from shared
+// memory (plain and transposed).
+//
+// Fragment layouts (lane = 4·g + c): an accumulator tile holds (row g, cols 2c, 2c+1) in d0, d1
+// and (row g+8, same cols) in d2, d3; an A tile (16 × 16) holds (row g | g+8, k 2c.. | 2c+8..) in
+// a0..a3; a B tile (16 × 8) holds (k 2c, 2c+1 | 2c+8, 2c+9; col g) in b0, b1. An accumulator pair
+// covering 16 columns is therefore an A tile after packing to bf16, which lets a product's result
+// feed the next product without leaving registers.
+#pragma once
+
+#include <cuda_bf16.h>
+
+#include <cstdint>
+
+namespace olmo::kernels {
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+__device__ __forceinline__ uint32_t pack_bf16(__nv_bfloat16 lo, __nv_bfloat16 hi) {
+    __nv_bfloat162 v;
+    v.x = lo;
+    v.y = hi;
+    return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+__device__ __forceinline__ float2 unpack_bf16(uint32_t x) {
+    __nv_bfloat162 v;
+    *reinterpret_cast<uint32_t*>(&v) = x;
+    return __bfloat1622float2(v);
+}
+
+// d = a·b + d for one m16n8k16 tile (a: 4 regs of bf16 pairs, b: 2 regs, d: 4 f32).
+__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                         uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// A tile (16 × 16 bf16) from two f32 accumulator tiles covering its k columns 0-7 and 8-15.
+__device__ __forceinline__ void accumulators_to_a(uint32_t (&a)[4], const float (&lo)[4],
+                                                  const float (&hi)[4]) {
+    a[0] = pack_bf16(lo[0], lo[1]);
+    a[1] = pack_bf16(lo[2], lo[3]);
+    a[2] = pack_bf16(hi[0], hi[1]);
+    a[3] = pack_bf16(hi[2], hi[3]);
+}
+
+// Four 8 × 8 bf16 matrices from shared memory; lane l gives the address of row l % 8 of matrix
+// l / 8. Plain: lane (g, c) receives (row g, cols 2c, 2c+1) of each matrix. Transposed: lane (g, c)
+// receives (rows 2c, 2c+1; col g).
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const void* p) {
+    const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr)
+                 : "memory");
+}
+
+__device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], const void* p) {
+    const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr)
+                 : "memory");
+}
+
+}  // namespace olmo::kernels
