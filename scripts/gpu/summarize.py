@@ -17,6 +17,8 @@ def main():
         key = (r["T"], r["H"], r["Dk"], r["Dv"])
         f = fla.get(key)
         ratio = f"{f['ms'] / r['ms']:.2f}x vs fla ({f['ms']:.3f} ms)" if f else "fla: n/a"
+        if f and f.get("graph_ms"):
+            ratio += f", {f['graph_ms'] / r['ms']:.2f}x vs fla replayed from a CUDA graph ({f['graph_ms']:.3f} ms)"
         print(f"  B{r['B']} T{r['T']} H{r['H']} K{r['Dk']} V{r['Dv']}: {r['ms']:.3f} ms, {r['tflops']:.1f} TFLOP/s"
               f" ({r['tflops'] * 1e12 / PEAK_FLOPS:.1%} of bf16 peak); {ratio}")
     mem = by("memory")
