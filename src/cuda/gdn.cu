@@ -2,6 +2,7 @@
 // call) and the chunked tensor-core kernels (bf16 prefill). Backward passes run on the CPU backend
 // only for now.
 #include <algorithm>
+#include <cstdlib>
 #include <type_traits>
 
 #include "cuda/dispatch.h"
@@ -83,7 +84,14 @@ void launch_chunked(const kernels::GdnChunkArgs& args) {
 // Warps (of 16 value columns each) per scan block: the scan is sequential over chunks, so its
 // speed is the per-chunk time of one block, which grows with the warps sharing an SM. Wide blocks
 // when there are blocks enough to fill the GPU anyway, else the widest tiling of Dv that does.
+// OLMO_GDN_SCAN_WARPS=2|3|4 overrides the choice (for measurements).
 int scan_warps(int64_t BH, int64_t Dv) {
+    static const int forced = [] {
+        const char* v = std::getenv("OLMO_GDN_SCAN_WARPS");
+        const int n = v ? std::atoi(v) : 0;
+        return n >= 2 && n <= 4 ? n : 0;
+    }();
+    if (forced) return forced;
     const int64_t sms = multiprocessor_count();
     for (int nw : {4, 3}) {
         const int64_t blocks = BH * ((Dv + 16 * nw - 1) / (16 * nw));

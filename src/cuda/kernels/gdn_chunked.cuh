@@ -90,6 +90,32 @@ __device__ __forceinline__ void load_rows(__nv_bfloat16* __restrict__ dst, int l
     }
 }
 
+// As load_rows, for the vector layout (cols, stride and the pointer multiples of 8 elements), with
+// cp.async: every copy is in flight at once; the caller commits and waits.
+template <int R>
+__device__ __forceinline__ void load_rows_async(__nv_bfloat16* __restrict__ dst, int ld, int width,
+                                                const __nv_bfloat16* __restrict__ src,
+                                                size_t stride, int rows, int cols) {
+    const int per_row = width / 8;
+    for (int idx = threadIdx.x; idx < R * per_row; idx += blockDim.x) {
+        const int r = idx / per_row, c = (idx % per_row) * 8;
+        const bool ok = r < rows && c < cols;
+        __pipeline_memcpy_async(dst + r * ld + c, src + (ok ? size_t(r) * stride + c : 0), 16,
+                                ok ? 0 : 16);
+    }
+}
+
+// Loads rows with cp.async when the layout allows (see load_rows_async), else synchronously.
+template <int R>
+__device__ __forceinline__ void load_rows_any(__nv_bfloat16* __restrict__ dst, int ld, int width,
+                                              const __nv_bfloat16* __restrict__ src, size_t stride,
+                                              int rows, int cols, bool vec) {
+    if (vec)
+        load_rows_async<R>(dst, ld, width, src, stride, rows, cols);
+    else
+        load_rows<R>(dst, ld, width, src, stride, rows, cols, false);
+}
+
 // One warp: converts a 16 × 16 f32 tile in `stage` (pitch 16) to bf16 and stores it to global
 // memory at `dst`, rows `stride` elements apart (16-byte aligned rows).
 __device__ __forceinline__ void store_tile16(__nv_bfloat16* __restrict__ dst, size_t stride,
@@ -112,7 +138,7 @@ struct WyLayout {
     static __host__ __device__ constexpr size_t bytes(int DVP) {
         return 2 * carve_bytes(kChunk * LDK * 2) + carve_bytes(size_t(kChunk) * (DVP + 8) * 2) +
                2 * carve_bytes(kChunk * kChunk * 4) + carve_bytes(kChunk * LDT * 2) +
-               carve_bytes(kWyThreads / 32 * 256 * 4) + 3 * carve_bytes(kChunk * 4);
+               carve_bytes(kWyThreads / 32 * 256 * 4) + 4 * carve_bytes(kChunk * 4);
     }
 };
 
@@ -133,6 +159,7 @@ __global__ void __launch_bounds__(kWyThreads) gdn_wy_kernel(GdnChunkArgs a) {
     float* s_gamma = cv.take<float>(kChunk);
     float* s_beta = cv.take<float>(kChunk);
     float* s_part = cv.take<float>(kChunk);
+    float* s_kscale = cv.take<float>(kChunk);  // β e^γ per row
 
     const int n = blockIdx.x % a.NC, bh = blockIdx.x / a.NC, b = bh / a.H, h = bh % a.H;
     const int t0 = n * kChunk, rows = min(kChunk, a.T - t0);
@@ -155,12 +182,18 @@ __global__ void __launch_bounds__(kWyThreads) gdn_wy_kernel(GdnChunkArgs a) {
         if (lane == 31) s_part[warp] = x;
     }
     const size_t tok = (size_t(b) * a.T + t0) * a.H + h;
-    load_rows<kChunk>(s_q, LDK, DKP, a.q + tok * a.Dk, size_t(a.H) * a.Dk, rows, a.Dk, a.qk_vec);
-    load_rows<kChunk>(s_k, LDK, DKP, a.k + tok * a.Dk, size_t(a.H) * a.Dk, rows, a.Dk, a.qk_vec);
-    load_rows<kChunk>(s_v, LDV, a.DVP, a.v + tok * a.Dv, size_t(a.H) * a.Dv, rows, a.Dv, a.v_vec);
+    load_rows_any<kChunk>(s_q, LDK, DKP, a.q + tok * a.Dk, size_t(a.H) * a.Dk, rows, a.Dk,
+                          a.qk_vec);
+    load_rows_any<kChunk>(s_k, LDK, DKP, a.k + tok * a.Dk, size_t(a.H) * a.Dk, rows, a.Dk,
+                          a.qk_vec);
+    load_rows_any<kChunk>(s_v, LDV, a.DVP, a.v + tok * a.Dv, size_t(a.H) * a.Dv, rows, a.Dv,
+                          a.v_vec);
+    __pipeline_commit();
+    __pipeline_wait_prior(0);
     __syncthreads();
     if (tid >= 32 && tid < kChunk) s_gamma[tid] += s_part[0];
     __syncthreads();
+    if (tid < kChunk) s_kscale[tid] = s_beta[tid] * expf(s_gamma[tid]);
 
     // kkᵀ into s_a and S = (qkᵀ) ⊙ Γ ⊙ M_≤ straight to global memory, lower 16 × 16 tiles only
     // (10 of each).
@@ -214,7 +247,7 @@ __global__ void __launch_bounds__(kWyThreads) gdn_wy_kernel(GdnChunkArgs a) {
     for (int idx = tid; idx < kChunk * DKP; idx += blockDim.x) {
         const int i = idx / DKP, c = idx % DKP;
         __nv_bfloat16& x = s_k[i * LDK + c];
-        x = __float2bfloat16(__bfloat162float(x) * s_beta[i] * expf(s_gamma[i]));
+        x = __float2bfloat16(__bfloat162float(x) * s_kscale[i]);
     }
     for (int idx = tid; idx < kChunk * a.DVP; idx += blockDim.x) {
         const int i = idx / a.DVP, c = idx % a.DVP;
@@ -437,9 +470,9 @@ __global__ void __launch_bounds__(NW * 32, 1) gdn_scan_kernel(GdnChunkArgs a) {
         for (int nt = 0; nt < 8; ++nt) {
             const int t = nt * 8 + 2 * c4;
             const float g0 = sG[t], g1 = sG[t + 1];
-            eg[nt][0] = expf(g0);
-            eg[nt][1] = expf(g1);
-            const float d0 = expf(gamma_last - g0), d1 = expf(gamma_last - g1);
+            eg[nt][0] = __expf(g0);
+            eg[nt][1] = __expf(g1);
+            const float d0 = __expf(gamma_last - g0), d1 = __expf(gamma_last - g1);
             const float(&x)[4] = p[nt];
             const uint32_t plain_lo = pack_bf16(x[0], x[1]), plain_hi = pack_bf16(x[2], x[3]);
             const uint32_t dec_lo = pack_bf16(x[0] * d0, x[1] * d1),
