@@ -6,8 +6,9 @@
 #include <type_traits>
 
 #include "cuda/dispatch.h"
-#include "cuda/kernels/gdn_chunked.cuh"
 #include "cuda/kernels/gdn_recurrent.cuh"
+#include "cuda/kernels/gdn_scan.cuh"
+#include "cuda/kernels/gdn_wy.cuh"
 #include "cuda/launch.h"
 #include "cuda/ops_cuda.h"
 #include "cuda/runtime_internal.h"
@@ -77,27 +78,8 @@ void launch_chunked(const kernels::GdnChunkArgs& args) {
     const int BH = args.B * args.H, tiles_v = args.DVP / (16 * NW);
     kernels::gdn_wy_kernel<DKP><<<BH * args.NC, kernels::kWyThreads, wy, current_stream()>>>(args);
     CUDA_CHECK_LAUNCH();
-    kernels::gdn_scan_kernel<DKP, NW><<<BH * tiles_v, NW * 32, scan, current_stream()>>>(args);
+    kernels::gdn_scan_kernel<DKP, NW><<<BH * tiles_v, NW * 64, scan, current_stream()>>>(args);
     CUDA_CHECK_LAUNCH();
-}
-
-// Warps (of 16 value columns each) per scan block: the scan is sequential over chunks, so its
-// speed is the per-chunk time of one block, which grows with the warps sharing an SM. Wide blocks
-// when there are blocks enough to fill the GPU anyway, else the widest tiling of Dv that does.
-// OLMO_GDN_SCAN_WARPS=2|3|4 overrides the choice (for measurements).
-int scan_warps(int64_t BH, int64_t Dv) {
-    static const int forced = [] {
-        const char* v = std::getenv("OLMO_GDN_SCAN_WARPS");
-        const int n = v ? std::atoi(v) : 0;
-        return n >= 2 && n <= 4 ? n : 0;
-    }();
-    if (forced) return forced;
-    const int64_t sms = multiprocessor_count();
-    for (int nw : {4, 3}) {
-        const int64_t blocks = BH * ((Dv + 16 * nw - 1) / (16 * nw));
-        if (Dv % (16 * nw) == 0 && 5 * blocks >= 4 * sms) return nw;
-    }
-    return 2;
 }
 
 template <int DKP>
@@ -141,6 +123,33 @@ size_t chunked_smem(int dkp, int dvp, int nw) {
     }
 }
 
+int64_t padded_dv(int64_t Dv, int nw) {
+    return (Dv + 16 * nw - 1) / (16 * nw) * (16 * nw);
+}
+
+// Value slices (16 columns, one state and one output warp each) per scan block, 0 when no tiling
+// fits in shared memory. The scan is sequential over chunks, so its speed is the per-chunk time of
+// one block: wide blocks when there are blocks enough to fill the GPU anyway, else the widest
+// tiling of Dv that does. OLMO_GDN_SCAN_WARPS=2|3|4 forces a width (for measurements) where it
+// fits.
+int scan_slices(int64_t BH, int64_t Dv, int dkp) {
+    const auto fits = [&](int nw) {
+        return chunked_smem(dkp, int(padded_dv(Dv, nw)), nw) <= size_t(max_dynamic_smem());
+    };
+    static const int forced = [] {
+        const char* v = std::getenv("OLMO_GDN_SCAN_WARPS");
+        const int n = v ? std::atoi(v) : 0;
+        return n >= 2 && n <= 4 ? n : 0;
+    }();
+    if (forced && fits(forced)) return forced;
+    const int64_t sms = multiprocessor_count();
+    for (int nw : {4, 3}) {
+        const int64_t blocks = BH * (padded_dv(Dv, nw) / (16 * nw));
+        if (Dv % (16 * nw) == 0 && 5 * blocks >= 4 * sms && fits(nw)) return nw;
+    }
+    return fits(2) ? 2 : 0;
+}
+
 }  // namespace
 
 void gdn_recurrent(const Tensor& o, const Tensor& state, const Tensor& q, const Tensor& k,
@@ -154,13 +163,12 @@ void gdn_chunked(const Tensor& o, const Tensor& state, const Tensor& q, const Te
     const int64_t Dk = q.size(3), Dv = v.size(3);
     if (q.size(0) == 0 || q.size(1) == 0) return;
     const int dkp = Dk <= 16 ? 16 : Dk <= 32 ? 32 : Dk <= 64 ? 64 : Dk <= 96 ? 96 : 128;
-    const int nw = scan_warps(q.size(0) * q.size(2), Dv);
-    const int64_t dvp = (Dv + 16 * nw - 1) / (16 * nw) * (16 * nw);
     // The tensor-core path is bf16 with chunks of 64, Dk ≤ 128 and tiles that fit in shared
     // memory; everything else (f32 storage for exact tests, other chunk sizes, wider heads) takes
     // the recurrent kernel, which computes the same function.
-    if (q.dtype != DType::bf16 || chunk != kernels::kChunk || Dk > 128 ||
-        chunked_smem(dkp, int(dvp), nw) > size_t(max_dynamic_smem())) {
+    const int nw = Dk <= 128 ? scan_slices(q.size(0) * q.size(2), Dv, dkp) : 0;
+    const int64_t dvp = padded_dv(Dv, nw > 0 ? nw : 1);
+    if (q.dtype != DType::bf16 || chunk != kernels::kChunk || nw == 0) {
         gdn_recurrent(o, state, q, k, v, g, beta);
         return;
     }

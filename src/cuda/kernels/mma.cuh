@@ -72,4 +72,25 @@ __device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], const void* p) {
                  : "memory");
 }
 
+// Per-lane ldmatrix row addresses (lane l points at row l % 8 of matrix l / 8) for a 16 × 16 tile
+// at (row0, col0) of a row-major bf16 matrix with pitch ld. The four 8 × 8 matrices are taken
+//   a_tile_addr: down then right. With ldsm_x4: the A operand (rows = m, cols = k) → a0..a3. With
+//                ldsm_x4_trans on a matrix stored k-major (rows = k, cols = n): b0, b1 of n-tile
+//                col0, then b0, b1 of n-tile col0 + 8.
+//   b_tile_addr: right then down. With ldsm_x4 on a matrix stored n-major (rows = n, cols = k):
+//                b0, b1 of n-tile row0, then b0, b1 of n-tile row0 + 8. With ldsm_x4_trans on a
+//                matrix stored (rows = n, cols = m): the accumulator pairs (rows g | g + 8) of
+//                n-tile row0, then of n-tile row0 + 8, for the tile's m = col0 .. col0 + 15.
+__device__ __forceinline__ const __nv_bfloat16* a_tile_addr(const __nv_bfloat16* base, int ld,
+                                                            int row0, int col0, int lane) {
+    const int lrow = lane % 8, lmat = lane / 8;
+    return base + (row0 + (lmat % 2) * 8 + lrow) * ld + col0 + (lmat / 2) * 8;
+}
+
+__device__ __forceinline__ const __nv_bfloat16* b_tile_addr(const __nv_bfloat16* base, int ld,
+                                                            int row0, int col0, int lane) {
+    const int lrow = lane % 8, lmat = lane / 8;
+    return base + (row0 + (lmat / 2) * 8 + lrow) * ld + col0 + (lmat % 2) * 8;
+}
+
 }  // namespace olmo::kernels

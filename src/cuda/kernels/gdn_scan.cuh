@@ -1,0 +1,284 @@
+// Chunked gated delta rule, kernel 2 of 2 (gdn_chunked.cuh): the scan over chunks. One block per
+// (b, h, tile of VT = 16·NW value columns), two kinds of warps (warp specialisation), NW of each:
+//   state warp w:  keeps rows j0 .. j0 + 15 (j0 = 16w) of Hᵀ in f32 mma accumulators for the whole
+//                  sequence (the transposed form lets every product feed the next one without
+//                  leaving registers). For chunk n:
+//                    Pᵀ = Hᵀ Wᵀ,  V'ᵀ = Uᵀ − Pᵀ,  Hᵀ ← e^{γ_C} Hᵀ + (V' ⊙ e^{γ_C − γ})ᵀ K,
+//                  and hands the chunk-start Hᵀ and V'ᵀ (bf16 A fragments) to its output warp.
+//   output warp w: one chunk behind, Oᵀ = (Hᵀ Qᵀ) ⊙ e^γ + V'ᵀ Sᵀ for the same 16 columns, stored
+//                  through shared memory; it also issues every cp.async copy of the block.
+// The state warps' chain (two products and an update per chunk) is the sequential part; the output
+// products and all copies run beside it. Per iteration n (one block barrier each):
+//   output warps: O of chunk n − 1; then copies for chunk n + 2's state stage (ring of 3: W, K, U
+//                 tile, γ) and chunk n + 1's output stage (ring of 2: Q, S, γ); then wait for
+//                 chunk n + 1's state stage and chunk n's output stage (issued one iteration ago);
+//   state warps:  chunk n, writing the exchange buffer n % 2.
+#pragma once
+
+#include "gdn_chunked.cuh"
+
+namespace olmo::kernels {
+
+template <int DKP, int NW>
+struct ScanLayout {
+    static constexpr int VT = 16 * NW;      // value columns per block
+    static constexpr int KS = DKP / 16;     // k steps over the key dim
+    static constexpr int XW = 4 * KS + 16;  // exchanged words per lane: Hᵀ (4·KS), V'ᵀ (16)
+    static constexpr int LDK = DKP + 8, LDS = kChunk + 8, LDU = VT + 8, LDO = 16 + 8;
+    // state stage: W, K, U tile, γ
+    static constexpr size_t kW = 0, kK = kW + carve_bytes(kChunk * LDK * 2),
+                            kU = kK + carve_bytes(kChunk * LDK * 2),
+                            kSG = kU + carve_bytes(kChunk * LDU * 2),
+                            kStateStage = kSG + carve_bytes(kChunk * 4);
+    // output stage: Q, S, γ (Q and S are the output warps' staging once their products are done)
+    static constexpr size_t kQ = 0, kS = kQ + carve_bytes(kChunk * LDK * 2),
+                            kOG = kS + carve_bytes(kChunk * LDS * 2),
+                            kOutStage = kOG + carve_bytes(kChunk * 4);
+    static constexpr size_t kXchg = carve_bytes(size_t(NW) * 32 * XW * 4);
+    static constexpr size_t kStates = 0, kOuts = 3 * kStateStage, kX = kOuts + 2 * kOutStage;
+    static constexpr size_t bytes = kX + 2 * kXchg;
+    static_assert(size_t(NW) * kChunk * LDO * 2 <= kOutStage, "output staging fits a stage");
+};
+
+template <int DKP, int NW>
+__global__ void __launch_bounds__(NW * 64, 1) gdn_scan_kernel(GdnChunkArgs a) {
+    using L = ScanLayout<DKP, NW>;
+    constexpr int VT = L::VT, KS = L::KS, XW = L::XW, LDK = L::LDK, LDS = L::LDS, LDU = L::LDU,
+                  LDO = L::LDO;
+    extern __shared__ __align__(128) char smem_raw[];
+
+    const int tiles_v = a.DVP / VT;
+    const int vt = blockIdx.x % tiles_v, bh = blockIdx.x / tiles_v, b = bh / a.H, h = bh % a.H;
+    const int v0 = vt * VT;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c4 = lane % 4;
+    const bool is_state = warp < NW;
+    const int slice = is_state ? warp : warp - NW;
+    const int j0 = slice * 16;  // this warp's value columns within the tile
+    const size_t Tp = size_t(a.NC) * kChunk;
+
+    auto state_stage = [&](int n) { return smem_raw + L::kStates + (n % 3) * L::kStateStage; };
+    auto out_stage = [&](int n) { return smem_raw + L::kOuts + (n % 2) * L::kOutStage; };
+    auto xchg = [&](int n) {
+        return reinterpret_cast<uint32_t*>(smem_raw + L::kX + (n % 2) * L::kXchg) +
+               slice * 32 * XW + lane;  // word k of this lane at [k * 32]
+    };
+
+    // Copies by the output warps (ptid = 0 .. 32·NW − 1).
+    const int ptid = threadIdx.x - 32 * NW;
+    auto copy_state_stage = [&](int n) {
+        char* st = state_stage(n);
+        const size_t row0 = size_t(bh) * Tp + size_t(n) * kChunk;
+        const int t0 = n * kChunk, rows = min(kChunk, a.T - t0);
+        copy_rows_async(reinterpret_cast<__nv_bfloat16*>(st + L::kW), LDK, DKP, a.w + row0 * DKP,
+                        DKP, kChunk, DKP, ptid, 32 * NW);
+        copy_rows_async(reinterpret_cast<__nv_bfloat16*>(st + L::kU), LDU, VT,
+                        a.u + row0 * a.DVP + v0, a.DVP, kChunk, VT, ptid, 32 * NW);
+        const size_t tok = (size_t(b) * a.T + t0) * a.H + h;
+        copy_rows(reinterpret_cast<__nv_bfloat16*>(st + L::kK), LDK, DKP, a.k + tok * a.Dk,
+                  size_t(a.H) * a.Dk, rows, a.Dk, a.qk_vec, ptid, 32 * NW);
+        if (ptid < kChunk / 4)
+            __pipeline_memcpy_async(st + L::kSG + ptid * 16, a.gamma + row0 + ptid * 4, 16);
+    };
+    auto copy_out_stage = [&](int n) {
+        char* st = out_stage(n);
+        const size_t row0 = size_t(bh) * Tp + size_t(n) * kChunk;
+        const int t0 = n * kChunk, rows = min(kChunk, a.T - t0);
+        copy_rows_async(reinterpret_cast<__nv_bfloat16*>(st + L::kS), LDS, kChunk,
+                        a.s + (size_t(bh) * a.NC + n) * kChunk * kChunk, kChunk, kChunk, kChunk,
+                        ptid, 32 * NW);
+        const size_t tok = (size_t(b) * a.T + t0) * a.H + h;
+        copy_rows(reinterpret_cast<__nv_bfloat16*>(st + L::kQ), LDK, DKP, a.q + tok * a.Dk,
+                  size_t(a.H) * a.Dk, rows, a.Dk, a.qk_vec, ptid, 32 * NW);
+        if (ptid < kChunk / 4)
+            __pipeline_memcpy_async(st + L::kOG + ptid * 16, a.gamma + row0 + ptid * 4, 16);
+    };
+
+    // State warps: this warp's slice of Hᵀ (rows j0 + g, j0 + g + 8; key n-tiles of 8).
+    float hs[2 * KS][4];
+    float* st = a.state + size_t(bh) * a.Dk * a.Dv;
+    if (is_state) {
+#pragma unroll
+        for (int nt = 0; nt < 2 * KS; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int i = nt * 8 + 2 * c4 + (e & 1), j = v0 + j0 + g + (e >> 1) * 8;
+                hs[nt][e] = (i < a.Dk && j < a.Dv) ? st[size_t(i) * a.Dv + j] : 0.0f;
+            }
+    } else {
+        copy_state_stage(0);
+        __pipeline_commit();
+        if (a.NC > 1) copy_state_stage(1);
+        copy_out_stage(0);
+        __pipeline_commit();
+        __pipeline_wait_prior(1);  // chunk 0's state stage
+    }
+    __syncthreads();
+
+    for (int n = 0; n <= a.NC; ++n) {
+        if (is_state && n < a.NC) {
+            const char* stg = state_stage(n);
+            const auto* sW = reinterpret_cast<const __nv_bfloat16*>(stg + L::kW);
+            const auto* sK = reinterpret_cast<const __nv_bfloat16*>(stg + L::kK);
+            const auto* sU = reinterpret_cast<const __nv_bfloat16*>(stg + L::kU);
+            const auto* sG = reinterpret_cast<const float*>(stg + L::kSG);
+            uint32_t* xb = xchg(n);
+
+            // Hᵀ as bf16 A tiles (the chunk-start state), also handed to the output warp.
+            uint32_t ha[KS][4];
+#pragma unroll
+            for (int ks = 0; ks < KS; ++ks) {
+                accumulators_to_a(ha[ks], hs[2 * ks], hs[2 * ks + 1]);
+#pragma unroll
+                for (int e = 0; e < 4; ++e) xb[(4 * ks + e) * 32] = ha[ks][e];
+            }
+            // Pᵀ = Hᵀ Wᵀ (16 value rows × 64 tokens), then V'ᵀ = Uᵀ − Pᵀ in place.
+            float p[8][4];
+#pragma unroll
+            for (int nt = 0; nt < 8; ++nt) p[nt][0] = p[nt][1] = p[nt][2] = p[nt][3] = 0.0f;
+#pragma unroll
+            for (int ks = 0; ks < KS; ++ks)
+#pragma unroll
+                for (int np = 0; np < 4; ++np) {
+                    uint32_t bw[4];
+                    ldsm_x4(bw, b_tile_addr(sW, LDK, 16 * np, 16 * ks, lane));
+                    mma_bf16(p[2 * np], ha[ks], bw[0], bw[1]);
+                    mma_bf16(p[2 * np + 1], ha[ks], bw[2], bw[3]);
+                }
+#pragma unroll
+            for (int np = 0; np < 4; ++np) {
+                uint32_t ut[4];  // Uᵀ, accumulator-shaped
+                ldsm_x4_trans(ut, b_tile_addr(sU, LDU, 16 * np, j0, lane));
+#pragma unroll
+                for (int half = 0; half < 2; ++half) {
+                    const float2 lo = unpack_bf16(ut[2 * half]), hi = unpack_bf16(ut[2 * half + 1]);
+                    float(&d)[4] = p[2 * np + half];
+                    d[0] = lo.x - d[0];
+                    d[1] = lo.y - d[1];
+                    d[2] = hi.x - d[2];
+                    d[3] = hi.y - d[3];
+                }
+            }
+            // V'ᵀ (to the output warp) and (V' ⊙ e^{γ_C − γ})ᵀ (the update's left operand) as bf16
+            // A tiles over tokens; this lane's tokens are 8·nt + 2·c4 + {0, 1}.
+            const float gamma_last = sG[kChunk - 1];
+            uint32_t vd[4][4];
+#pragma unroll
+            for (int nt = 0; nt < 8; ++nt) {
+                const int t = nt * 8 + 2 * c4;
+                const float d0 = __expf(gamma_last - sG[t]), d1 = __expf(gamma_last - sG[t + 1]);
+                const float(&x)[4] = p[nt];
+                const int ks = nt / 2, part = (nt % 2) * 2;
+                xb[(4 * KS + 4 * ks + part) * 32] = pack_bf16(x[0], x[1]);
+                xb[(4 * KS + 4 * ks + part + 1) * 32] = pack_bf16(x[2], x[3]);
+                vd[ks][part] = pack_bf16(x[0] * d0, x[1] * d1);
+                vd[ks][part + 1] = pack_bf16(x[2] * d0, x[3] * d1);
+            }
+            // Hᵀ ← e^{γ_C} Hᵀ + (V' ⊙ e^{γ_C − γ})ᵀ K.
+            const float decay = __expf(gamma_last);
+#pragma unroll
+            for (int nt = 0; nt < 2 * KS; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) hs[nt][e] *= decay;
+#pragma unroll
+            for (int ks = 0; ks < 4; ++ks)
+#pragma unroll
+                for (int np = 0; np < KS; ++np) {
+                    uint32_t bk[4];
+                    ldsm_x4_trans(bk, a_tile_addr(sK, LDK, 16 * ks, 16 * np, lane));
+                    mma_bf16(hs[2 * np], vd[ks], bk[0], bk[1]);
+                    mma_bf16(hs[2 * np + 1], vd[ks], bk[2], bk[3]);
+                }
+        } else if (!is_state) {
+            if (n >= 1) {  // outputs of chunk n − 1
+                const int m = n - 1;
+                char* stg = out_stage(m);
+                const auto* sQ = reinterpret_cast<const __nv_bfloat16*>(stg + L::kQ);
+                const auto* sS = reinterpret_cast<const __nv_bfloat16*>(stg + L::kS);
+                const auto* sG = reinterpret_cast<const float*>(stg + L::kOG);
+                const uint32_t* xb = xchg(m);
+                uint32_t ha[KS][4], vn[4][4];
+#pragma unroll
+                for (int ks = 0; ks < KS; ++ks)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) ha[ks][e] = xb[(4 * ks + e) * 32];
+#pragma unroll
+                for (int ks = 0; ks < 4; ++ks)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) vn[ks][e] = xb[(4 * KS + 4 * ks + e) * 32];
+                float o[8][4];
+#pragma unroll
+                for (int nt = 0; nt < 8; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.0f;
+#pragma unroll
+                for (int ks = 0; ks < KS; ++ks)
+#pragma unroll
+                    for (int np = 0; np < 4; ++np) {
+                        uint32_t bq[4];
+                        ldsm_x4(bq, b_tile_addr(sQ, LDK, 16 * np, 16 * ks, lane));
+                        mma_bf16(o[2 * np], ha[ks], bq[0], bq[1]);
+                        mma_bf16(o[2 * np + 1], ha[ks], bq[2], bq[3]);
+                    }
+#pragma unroll
+                for (int nt = 0; nt < 8; ++nt) {
+                    const int t = nt * 8 + 2 * c4;
+                    const float e0 = __expf(sG[t]), e1 = __expf(sG[t + 1]);
+                    o[nt][0] *= e0;
+                    o[nt][1] *= e1;
+                    o[nt][2] *= e0;
+                    o[nt][3] *= e1;
+                }
+                // + V'ᵀ Sᵀ: S is lower triangular, so k tiles ≤ the n-tile pair only.
+#pragma unroll
+                for (int np = 0; np < 4; ++np)
+#pragma unroll
+                    for (int ks = 0; ks <= np; ++ks) {
+                        uint32_t bs[4];
+                        ldsm_x4(bs, b_tile_addr(sS, LDS, 16 * np, 16 * ks, lane));
+                        mma_bf16(o[2 * np], vn[ks], bs[0], bs[1]);
+                        mma_bf16(o[2 * np + 1], vn[ks], bs[2], bs[3]);
+                    }
+                // Stage through this output stage (every output warp is done reading it), then
+                // 16-byte rows to global memory.
+                named_barrier(1, 32 * NW);
+                __nv_bfloat16* so = reinterpret_cast<__nv_bfloat16*>(stg) + slice * kChunk * LDO;
+#pragma unroll
+                for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e)
+                        so[(nt * 8 + 2 * c4 + (e & 1)) * LDO + g + (e >> 1) * 8] =
+                            __float2bfloat16(o[nt][e]);
+                __syncwarp();
+                const int t0 = m * kChunk, rows = min(kChunk, a.T - t0);
+                const size_t tok = (size_t(b) * a.T + t0) * a.H + h;
+                for (int idx = lane; idx < kChunk * 2; idx += 32) {
+                    const int r = idx / 2, half = idx % 2, c = v0 + j0 + half * 8;
+                    if (r >= rows) continue;
+                    __nv_bfloat16* dst = a.o + (tok + size_t(r) * a.H) * a.Dv + c;
+                    const __nv_bfloat16* src = so + r * LDO + half * 8;
+                    if (a.o_vec && c + 8 <= a.Dv) {
+                        *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
+                    } else {
+                        for (int e = 0; e < 8 && c + e < a.Dv; ++e) dst[e] = src[e];
+                    }
+                }
+                named_barrier(1, 32 * NW);  // the staging is read before the stage is refilled
+            }
+            if (n + 2 < a.NC) copy_state_stage(n + 2);
+            if (n + 1 < a.NC) copy_out_stage(n + 1);
+            __pipeline_commit();
+            __pipeline_wait_prior(1);  // chunk n + 1's state stage and chunk n's output stage
+        }
+        __syncthreads();
+    }
+
+    if (is_state) {
+#pragma unroll
+        for (int nt = 0; nt < 2 * KS; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int i = nt * 8 + 2 * c4 + (e & 1), j = v0 + j0 + g + (e >> 1) * 8;
+                if (i < a.Dk && j < a.Dv) st[size_t(i) * a.Dv + j] = hs[nt][e];
+            }
+    }
+}
+
+}  // namespace olmo::kernels
