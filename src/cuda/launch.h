@@ -21,6 +21,11 @@ constexpr int kBlockThreads = 256;
 // call with more rows than any before grows it (and synchronises), so backward ops, the loss and
 // sum_squares are not for graph capture; every forward op of the decode path uses no scratch.
 constexpr int kSmallOpsScratch = 8;
+// Scratch slots of the split-key decode attention (attention.cu), used by no other op: the arrival
+// counters of its output rows (zero between calls: its kernel sets them back) and the splits'
+// partial results. Both of one size (set by the SM count), so they never grow after the first call
+// and a captured decode graph keeps valid pointers.
+constexpr int kAttentionCountersScratch = 9, kAttentionPartialsScratch = 10;
 
 // Blocks of `threads` threads for `items` work items, capped at a few waves of the GPU (the kernels
 // loop over the rest with a grid stride). Never 0.

@@ -1,7 +1,11 @@
 // The CUDA matrix products, gated delta rule and attention against the CPU reference on the same
 // inputs (rounded through the storage dtype), f32 and bf16, with guard zones around every output.
+#include <cuda_runtime.h>
+
+#include <algorithm>
 #include <cmath>
 
+#include "cuda/runtime_internal.h"
 #include "cuda_testing.h"
 #include "ops/ops.h"
 
@@ -226,6 +230,142 @@ TEST(CudaAttention, MatchesTheCpu) {
             EXPECT_TRUE(out.guards_intact()) << what;
         }
     }
+}
+
+// Inputs of a bf16 attention call: host f32 (for the CPU reference, rounded through bf16) and their
+// device copies; kv_lens on the host and on the device.
+struct AttentionInputs {
+    OwnedTensor q, k, v, lens, q_d, k_d, v_d, lens_d;
+};
+
+AttentionInputs attention_inputs(int64_t B, int64_t Tq, int64_t L, int64_t Hq, int64_t Hkv,
+                                 int64_t D, const std::vector<int32_t>& kv_lens, uint64_t seed) {
+    const DType dt = DType::bf16;
+    AttentionInputs in;
+    in.q = rounded(testing::random_normal({B, Tq, Hq, D}, seed), dt);
+    in.k = rounded(testing::random_normal({B, L, Hkv, D}, seed + 1), dt);
+    in.v = rounded(testing::random_normal({B, L, Hkv, D}, seed + 2), dt);
+    in.q_d = to_device(in.q, dt);
+    in.k_d = to_device(in.k, dt);
+    in.v_d = to_device(in.v, dt);
+    in.lens = OwnedTensor(DType::i32, {B});
+    for (int64_t b = 0; b < B; ++b) in.lens->as<int32_t>()[b] = kv_lens[b];
+    in.lens_d = OwnedTensor(DType::i32, {B}, Device::cuda);
+    copy_tensor(in.lens_d, in.lens);
+    return in;
+}
+
+// The split-key decode kernel (bf16, head dim 64/128, up to 4 queries per sequence): one run of
+// keys and many, runs that do not divide the visible keys, sequences shorter than one run or of
+// one key, short sequences in a long buffer, different lengths in a batch, GQA and MHA, sliding
+// windows shorter and longer than a run.
+TEST(CudaAttention, SplitKeyDecodeMatchesTheCpu) {
+    OLMO_REQUIRE_CUDA();
+    const DType dt = DType::bf16;
+    struct Shape {
+        int64_t B, L;
+        std::vector<int32_t> kv_lens;  // raised to Tq where shorter
+    };
+    const std::vector<Shape> shapes = {
+        {1, 1, {1}},
+        {1, 29, {29}},
+        {1, 3000, {3000}},
+        {1, 4096, {1234}},
+        {3, 2100, {1, 1000, 2051}},
+        {3, 300, {300, 65, 33}},
+    };
+    struct Heads {
+        int64_t Hq, Hkv;
+    };
+    for (const Shape& sh : shapes) {
+        for (int64_t D : {64, 128}) {
+            for (const Heads h : {Heads{4, 2}, Heads{3, 3}}) {
+                for (int64_t Tq : {1, 3}) {
+                    const int64_t L = std::max(sh.L, Tq);
+                    std::vector<int32_t> kv_lens = sh.kv_lens;
+                    for (int32_t& n : kv_lens) n = std::max(n, int32_t(Tq));
+                    const AttentionInputs in =
+                        attention_inputs(sh.B, Tq, L, h.Hq, h.Hkv, D, kv_lens, 50 + L + D);
+                    const float scale = 1.0f / std::sqrt(float(D));
+                    for (int64_t window : {0, 17, 333}) {
+                        OwnedTensor ref(DType::f32, {sh.B, Tq, h.Hq, D});
+                        ops::attention(ref, in.q, in.k, in.v, in.lens, window, scale);
+                        Guarded out(dt, {sh.B, Tq, h.Hq, D});
+                        out.poison();
+                        ops::attention(out, in.q_d, in.k_d, in.v_d, in.lens_d, window, scale);
+                        std::string what =
+                            "B=" + std::to_string(sh.B) + " L=" + std::to_string(L) + " kv_lens=";
+                        for (int32_t n : kv_lens) what += std::to_string(n) + ",";
+                        what += " Tq=" + std::to_string(Tq) + " Hq/Hkv=" + std::to_string(h.Hq) +
+                                "/" + std::to_string(h.Hkv) + " D=" + std::to_string(D) +
+                                " window=" + std::to_string(window);
+                        EXPECT_TRUE(close(out.view(), ref, tolerance("attention", dt))) << what;
+                        EXPECT_TRUE(out.guards_intact()) << what;
+                    }
+                }
+            }
+        }
+    }
+}
+
+// The splits of a query are combined by the last of its blocks to finish, counted with a counter
+// that this block sets back to zero: calls in a row, and a CUDA graph replayed (with another shape
+// run eagerly in between), give the reference every time.
+TEST(CudaAttention, SplitKeyDecodeRepeatsAndReplays) {
+    OLMO_REQUIRE_CUDA();
+    const DType dt = DType::bf16;
+    const int64_t B = 2, Tq = 1, L = 3000, Hq = 4, Hkv = 2, D = 128;
+    const float scale = 1.0f / std::sqrt(float(D));
+    const AttentionInputs in = attention_inputs(B, Tq, L, Hq, Hkv, D, {3000, 1500}, 90);
+    OwnedTensor ref(DType::f32, {B, Tq, Hq, D});
+    ops::attention(ref, in.q, in.k, in.v, in.lens, 0, scale);
+    Guarded out(dt, {B, Tq, Hq, D});
+    auto run = [&] { ops::attention(out, in.q_d, in.k_d, in.v_d, in.lens_d, 0, scale); };
+    auto check = [&](const char* what) {
+        EXPECT_TRUE(close(out.view(), ref, tolerance("attention", dt))) << what;
+        EXPECT_TRUE(out.guards_intact()) << what;
+    };
+    for (const char* what : {"eager, first call", "eager, second call"}) {
+        out.poison();
+        run();
+        check(what);
+    }
+
+    // Another shape, eagerly (more rows, three queries per sequence, a window).
+    const AttentionInputs other = attention_inputs(3, 3, 700, 4, 4, 64, {700, 3, 400}, 91);
+    OwnedTensor other_ref(DType::f32, {3, 3, 4, 64});
+    ops::attention(other_ref, other.q, other.k, other.v, other.lens, 100, 0.125f);
+    Guarded other_out(dt, {3, 3, 4, 64});
+    auto run_other = [&] {
+        other_out.poison();
+        ops::attention(other_out, other.q_d, other.k_d, other.v_d, other.lens_d, 100, 0.125f);
+        EXPECT_TRUE(close(other_out.view(), other_ref, tolerance("attention", dt))) << "other";
+        EXPECT_TRUE(other_out.guards_intact()) << "other";
+    };
+
+    cudaStream_t stream = cuda::current_stream();
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
+    run();
+    ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+    ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+    for (const char* what :
+         {"graph, first replay", "graph, second replay", "", "graph, replay after another shape"}) {
+        if (!*what) {
+            run_other();
+            continue;
+        }
+        out.poison();
+        ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+        ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+        check(what);
+    }
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+    out.poison();
+    run();
+    check("eager after the replays");
 }
 
 }  // namespace

@@ -1,8 +1,8 @@
 // Causal softmax attention over a key/value buffer (spec §2.4.5; contract in src/ops/ops.h):
 //   * attention_rowwise_kernel: any head dims and dtypes; one block per (query, head, sequence),
-//   four
-//     warps splitting the visible keys with an online softmax each, merged at the end. The decode
-//     path.
+//     four warps splitting the visible keys with an online softmax each, merged at the end. The
+//     reference path (f32, other head dims); bf16 decode with head dim 64/128 runs the split-key
+//     kernel of attention_decode.cuh.
 //   * flash_attention_kernel: bf16, head dim 64 or 128, tensor cores (mma.sync m16n8k16): 64
 //   queries per
 //     block, 16 per warp, keys in blocks of 64 staged in shared memory, online softmax in
