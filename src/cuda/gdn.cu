@@ -191,9 +191,12 @@ void gdn_chunked(const Tensor& o, const Tensor& state, const Tensor& q, const Te
     a.qk_vec = packable<__nv_bfloat16>(Dk, {q.data, k.data});
     a.v_vec = packable<__nv_bfloat16>(Dv, {v.data});
     a.o_vec = packable<__nv_bfloat16>(Dv, {o.data});
-    a.w = static_cast<__nv_bfloat16*>(scratch(0, rows * dkp * 2));
-    a.u = static_cast<__nv_bfloat16*>(scratch(1, rows * a.DVP * 2));
-    a.s = static_cast<__nv_bfloat16*>(scratch(2, rows * kernels::kChunk * 2));
+    a.VT = 16 * nw;
+    const size_t ldk = size_t(dkp) + 8, tiles = size_t(a.DVP / a.VT);
+    a.wk = static_cast<__nv_bfloat16*>(scratch(0, rows * 2 * ldk * 2));
+    a.qs = static_cast<__nv_bfloat16*>(scratch(1, rows * (ldk + kernels::kSPitch) * 2));
+    a.u = static_cast<__nv_bfloat16*>(
+        scratch(2, rows * tiles * size_t(kernels::value_pitch(a.VT)) * 2));
     a.gamma = static_cast<float*>(scratch(3, rows * 4));
     switch (dkp) {
         case 16:

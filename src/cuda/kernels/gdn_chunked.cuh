@@ -19,17 +19,29 @@ namespace olmo::kernels {
 
 constexpr int kChunk = 64;
 
+// Pitches (in elements) of the scan's shared-memory tiles; the WY kernel writes the scan's
+// operands in exactly these layouts, so that the scan's copies are linear 16-byte streams.
+template <int DKP>
+constexpr int key_pitch() {  // q, k, w rows: DKP + 8 breaks ldmatrix bank conflicts
+    return DKP + 8;
+}
+constexpr int kSPitch = kChunk + 8;  // rows of S
+__host__ __device__ constexpr int value_pitch(int VT) {
+    return VT + 8;
+}
+
 struct GdnChunkArgs {
     const __nv_bfloat16 *q, *k, *v;  // [B, T, H, Dk|Dv]
     const float *g, *beta;           // [B, T, H]
     __nv_bfloat16* o;                // [B, T, H, Dv]
     float* state;                    // [B, H, Dk, Dv] in: initial, out: final
-    // Workspace, per (b, h): rows padded to Tp = NC·64, value columns padded to DVP.
-    __nv_bfloat16* w;  // [B, H, Tp, DKP]
-    __nv_bfloat16* u;  // [B, H, Tp, DVP]
-    __nv_bfloat16* s;  // [B, H, NC, 64, 64] intra-chunk attention
-    float* gamma;      // [B, H, Tp]
-    int B, T, H, Dk, Dv, NC, DVP;
+    // Workspace written by the WY kernel for the scan, per (b, h) and chunk n (Tp = NC·64 rows):
+    __nv_bfloat16* wk;  // [B·H, NC] × {W, K} [64, key_pitch]
+    __nv_bfloat16*
+        qs;  // [B·H, NC] × {Q [64, key_pitch], S [64, kSPitch]} (S: intra-chunk attention)
+    __nv_bfloat16* u;  // [B·H, DVP / VT, Tp, value_pitch(VT)] U in tiles of VT value columns
+    float* gamma;      // [B·H, Tp]
+    int B, T, H, Dk, Dv, NC, DVP, VT;
     bool qk_vec, v_vec, o_vec;  // 16-byte accesses allowed to q/k, v, o rows
 };
 
@@ -50,40 +62,38 @@ struct Carve {
 
 // Copies a 64-row tile: `rows` rows of `cols` bf16 values, rows `stride` elements apart in global
 // memory, into shared memory of pitch `ld` and `width` columns (a multiple of 8), zero-filling the
-// rest, by threads tid = 0 .. nthreads − 1 of the block.
+// rest; warp w of `warps` takes rows w, w + warps, ...
 //   async: 16-byte cp.async copies (cols, stride and src multiples of 8 elements); the caller
 //          commits and waits.
 //   sync:  element by element, any layout; visible after the caller's next barrier.
-__device__ __forceinline__ void copy_rows_async(__nv_bfloat16* __restrict__ dst, int ld, int width,
-                                                const __nv_bfloat16* __restrict__ src,
-                                                size_t stride, int rows, int cols, int tid,
-                                                int nthreads) {
-    const int per_row = width / 8;
-    for (int idx = tid; idx < kChunk * per_row; idx += nthreads) {
-        const int r = idx / per_row, c = (idx % per_row) * 8;
-        const bool ok = r < rows && c < cols;
-        __pipeline_memcpy_async(dst + r * ld + c, src + (ok ? size_t(r) * stride + c : 0), 16,
-                                ok ? 0 : 16);
-    }
-}
-
-__device__ __forceinline__ void copy_rows_sync(__nv_bfloat16* __restrict__ dst, int ld, int width,
-                                               const __nv_bfloat16* __restrict__ src, size_t stride,
-                                               int rows, int cols, int tid, int nthreads) {
-    for (int idx = tid; idx < kChunk * width; idx += nthreads) {
-        const int r = idx / width, c = idx % width;
-        dst[r * ld + c] =
-            (r < rows && c < cols) ? src[size_t(r) * stride + c] : __float2bfloat16(0.0f);
-    }
-}
-
 __device__ __forceinline__ void copy_rows(__nv_bfloat16* __restrict__ dst, int ld, int width,
                                           const __nv_bfloat16* __restrict__ src, size_t stride,
-                                          int rows, int cols, bool vec, int tid, int nthreads) {
-    if (vec)
-        copy_rows_async(dst, ld, width, src, stride, rows, cols, tid, nthreads);
-    else
-        copy_rows_sync(dst, ld, width, src, stride, rows, cols, tid, nthreads);
+                                          int rows, int cols, bool async, int warp, int warps,
+                                          int lane) {
+    for (int r = warp; r < kChunk; r += warps) {
+        if (async) {
+            for (int c = lane * 8; c < width; c += 32 * 8) {
+                const bool ok = r < rows && c < cols;
+                __pipeline_memcpy_async(dst + r * ld + c, src + (ok ? size_t(r) * stride + c : 0),
+                                        16, ok ? 0 : 16);
+            }
+        } else {
+            for (int c = lane; c < width; c += 32)
+                dst[r * ld + c] =
+                    (r < rows && c < cols) ? src[size_t(r) * stride + c] : __float2bfloat16(0.0f);
+        }
+    }
+}
+
+// NBYTES (a multiple of 16) from global to shared memory with 16-byte cp.async copies, by threads
+// tid = 0 .. NT − 1; the caller commits and waits.
+template <int NBYTES, int NT>
+__device__ __forceinline__ void copy_linear(void* dst, const void* src, int tid) {
+    static_assert(NBYTES % 16 == 0, "whole 16-byte vectors");
+    auto* d = static_cast<char*>(dst);
+    const auto* s = static_cast<const char*>(src);
+#pragma unroll
+    for (int i = tid; i < NBYTES / 16; i += NT) __pipeline_memcpy_async(d + 16 * i, s + 16 * i, 16);
 }
 
 // Synchronises the `nthreads` threads (a multiple of 32) that use named barrier `id` (1..15; 0 is

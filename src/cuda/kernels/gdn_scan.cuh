@@ -21,10 +21,12 @@ namespace olmo::kernels {
 
 template <int DKP, int NW>
 struct ScanLayout {
-    static constexpr int VT = 16 * NW;      // value columns per block
-    static constexpr int KS = DKP / 16;     // k steps over the key dim
-    static constexpr int XW = 4 * KS + 16;  // exchanged words per lane: Hᵀ (4·KS), V'ᵀ (16)
-    static constexpr int LDK = DKP + 8, LDS = kChunk + 8, LDU = VT + 8, LDO = 16 + 8;
+    static constexpr int VT = 16 * NW;   // value columns per block
+    static constexpr int KS = DKP / 16;  // k steps over the key dim
+    // Exchanged words per lane: Hᵀ (4·KS), V'ᵀ (16), padded so that 16-byte accesses by 8 lanes
+    // hit distinct banks.
+    static constexpr int XW = 4 * KS + 16 + 4;
+    static constexpr int LDK = key_pitch<DKP>(), LDS = kSPitch, LDU = value_pitch(VT), LDO = 16 + 8;
     // state stage: W, K, U tile, γ
     static constexpr size_t kW = 0, kK = kW + carve_bytes(kChunk * LDK * 2),
                             kU = kK + carve_bytes(kChunk * LDK * 2),
@@ -58,39 +60,30 @@ __global__ void __launch_bounds__(NW * 64, 1) gdn_scan_kernel(GdnChunkArgs a) {
 
     auto state_stage = [&](int n) { return smem_raw + L::kStates + (n % 3) * L::kStateStage; };
     auto out_stage = [&](int n) { return smem_raw + L::kOuts + (n % 2) * L::kOutStage; };
-    auto xchg = [&](int n) {
+    auto xchg = [&](int n) {  // this lane's XW words
         return reinterpret_cast<uint32_t*>(smem_raw + L::kX + (n % 2) * L::kXchg) +
-               slice * 32 * XW + lane;  // word k of this lane at [k * 32]
+               (slice * 32 + lane) * XW;
     };
 
-    // Copies by the output warps (ptid = 0 .. 32·NW − 1).
+    // Copies by the output warps (ptid = 0 .. 32·NW − 1): the WY kernel wrote every operand in
+    // this kernel's layout, so each is one linear stream.
     const int ptid = threadIdx.x - 32 * NW;
     auto copy_state_stage = [&](int n) {
         char* st = state_stage(n);
         const size_t row0 = size_t(bh) * Tp + size_t(n) * kChunk;
-        const int t0 = n * kChunk, rows = min(kChunk, a.T - t0);
-        copy_rows_async(reinterpret_cast<__nv_bfloat16*>(st + L::kW), LDK, DKP, a.w + row0 * DKP,
-                        DKP, kChunk, DKP, ptid, 32 * NW);
-        copy_rows_async(reinterpret_cast<__nv_bfloat16*>(st + L::kU), LDU, VT,
-                        a.u + row0 * a.DVP + v0, a.DVP, kChunk, VT, ptid, 32 * NW);
-        const size_t tok = (size_t(b) * a.T + t0) * a.H + h;
-        copy_rows(reinterpret_cast<__nv_bfloat16*>(st + L::kK), LDK, DKP, a.k + tok * a.Dk,
-                  size_t(a.H) * a.Dk, rows, a.Dk, a.qk_vec, ptid, 32 * NW);
-        if (ptid < kChunk / 4)
-            __pipeline_memcpy_async(st + L::kSG + ptid * 16, a.gamma + row0 + ptid * 4, 16);
+        copy_linear<2 * kChunk * LDK * 2, 32 * NW>(
+            st + L::kW, a.wk + (size_t(bh) * a.NC + n) * 2 * kChunk * LDK,
+            ptid);  // W and K
+        copy_linear<kChunk * LDU * 2, 32 * NW>(
+            st + L::kU, a.u + ((size_t(bh) * tiles_v + vt) * Tp + size_t(n) * kChunk) * LDU, ptid);
+        copy_linear<kChunk * 4, 32 * NW>(st + L::kSG, a.gamma + row0, ptid);
     };
     auto copy_out_stage = [&](int n) {
         char* st = out_stage(n);
         const size_t row0 = size_t(bh) * Tp + size_t(n) * kChunk;
-        const int t0 = n * kChunk, rows = min(kChunk, a.T - t0);
-        copy_rows_async(reinterpret_cast<__nv_bfloat16*>(st + L::kS), LDS, kChunk,
-                        a.s + (size_t(bh) * a.NC + n) * kChunk * kChunk, kChunk, kChunk, kChunk,
-                        ptid, 32 * NW);
-        const size_t tok = (size_t(b) * a.T + t0) * a.H + h;
-        copy_rows(reinterpret_cast<__nv_bfloat16*>(st + L::kQ), LDK, DKP, a.q + tok * a.Dk,
-                  size_t(a.H) * a.Dk, rows, a.Dk, a.qk_vec, ptid, 32 * NW);
-        if (ptid < kChunk / 4)
-            __pipeline_memcpy_async(st + L::kOG + ptid * 16, a.gamma + row0 + ptid * 4, 16);
+        copy_linear<kChunk*(LDK + LDS) * 2, 32 * NW>(
+            st + L::kQ, a.qs + (size_t(bh) * a.NC + n) * kChunk * (LDK + LDS), ptid);  // Q and S
+        copy_linear<kChunk * 4, 32 * NW>(st + L::kOG, a.gamma + row0, ptid);
     };
 
     // State warps: this warp's slice of Hᵀ (rows j0 + g, j0 + g + 8; key n-tiles of 8).
@@ -128,8 +121,8 @@ __global__ void __launch_bounds__(NW * 64, 1) gdn_scan_kernel(GdnChunkArgs a) {
 #pragma unroll
             for (int ks = 0; ks < KS; ++ks) {
                 accumulators_to_a(ha[ks], hs[2 * ks], hs[2 * ks + 1]);
-#pragma unroll
-                for (int e = 0; e < 4; ++e) xb[(4 * ks + e) * 32] = ha[ks][e];
+                *reinterpret_cast<uint4*>(xb + 4 * ks) =
+                    make_uint4(ha[ks][0], ha[ks][1], ha[ks][2], ha[ks][3]);
             }
             // Pᵀ = Hᵀ Wᵀ (16 value rows × 64 tokens), then V'ᵀ = Uᵀ − Pᵀ in place.
             float p[8][4];
@@ -161,18 +154,22 @@ __global__ void __launch_bounds__(NW * 64, 1) gdn_scan_kernel(GdnChunkArgs a) {
             // V'ᵀ (to the output warp) and (V' ⊙ e^{γ_C − γ})ᵀ (the update's left operand) as bf16
             // A tiles over tokens; this lane's tokens are 8·nt + 2·c4 + {0, 1}.
             const float gamma_last = sG[kChunk - 1];
-            uint32_t vd[4][4];
+            uint32_t vn[4][4], vd[4][4];
 #pragma unroll
             for (int nt = 0; nt < 8; ++nt) {
                 const int t = nt * 8 + 2 * c4;
                 const float d0 = __expf(gamma_last - sG[t]), d1 = __expf(gamma_last - sG[t + 1]);
                 const float(&x)[4] = p[nt];
                 const int ks = nt / 2, part = (nt % 2) * 2;
-                xb[(4 * KS + 4 * ks + part) * 32] = pack_bf16(x[0], x[1]);
-                xb[(4 * KS + 4 * ks + part + 1) * 32] = pack_bf16(x[2], x[3]);
+                vn[ks][part] = pack_bf16(x[0], x[1]);
+                vn[ks][part + 1] = pack_bf16(x[2], x[3]);
                 vd[ks][part] = pack_bf16(x[0] * d0, x[1] * d1);
                 vd[ks][part + 1] = pack_bf16(x[2] * d0, x[3] * d1);
             }
+#pragma unroll
+            for (int ks = 0; ks < 4; ++ks)
+                *reinterpret_cast<uint4*>(xb + 4 * KS + 4 * ks) =
+                    make_uint4(vn[ks][0], vn[ks][1], vn[ks][2], vn[ks][3]);
             // Hᵀ ← e^{γ_C} Hᵀ + (V' ⊙ e^{γ_C − γ})ᵀ K.
             const float decay = __expf(gamma_last);
 #pragma unroll
@@ -198,13 +195,21 @@ __global__ void __launch_bounds__(NW * 64, 1) gdn_scan_kernel(GdnChunkArgs a) {
                 const uint32_t* xb = xchg(m);
                 uint32_t ha[KS][4], vn[4][4];
 #pragma unroll
-                for (int ks = 0; ks < KS; ++ks)
+                for (int ks = 0; ks < KS; ++ks) {
+                    const uint4 x = *reinterpret_cast<const uint4*>(xb + 4 * ks);
+                    ha[ks][0] = x.x;
+                    ha[ks][1] = x.y;
+                    ha[ks][2] = x.z;
+                    ha[ks][3] = x.w;
+                }
 #pragma unroll
-                    for (int e = 0; e < 4; ++e) ha[ks][e] = xb[(4 * ks + e) * 32];
-#pragma unroll
-                for (int ks = 0; ks < 4; ++ks)
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) vn[ks][e] = xb[(4 * KS + 4 * ks + e) * 32];
+                for (int ks = 0; ks < 4; ++ks) {
+                    const uint4 x = *reinterpret_cast<const uint4*>(xb + 4 * KS + 4 * ks);
+                    vn[ks][0] = x.x;
+                    vn[ks][1] = x.y;
+                    vn[ks][2] = x.z;
+                    vn[ks][3] = x.w;
+                }
                 float o[8][4];
 #pragma unroll
                 for (int nt = 0; nt < 8; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.0f;
@@ -240,12 +245,23 @@ __global__ void __launch_bounds__(NW * 64, 1) gdn_scan_kernel(GdnChunkArgs a) {
                 // 16-byte rows to global memory.
                 named_barrier(1, 32 * NW);
                 __nv_bfloat16* so = reinterpret_cast<__nv_bfloat16*>(stg) + slice * kChunk * LDO;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#pragma unroll
+                for (int np = 0; np < 4; ++np)  // Oᵀ tiles stored transposed: rows t, cols j
+                    stsm_x4_trans(
+                        const_cast<__nv_bfloat16*>(b_tile_addr(so, LDO, 16 * np, 0, lane)),
+                        pack_bf16(o[2 * np][0], o[2 * np][1]),
+                        pack_bf16(o[2 * np][2], o[2 * np][3]),
+                        pack_bf16(o[2 * np + 1][0], o[2 * np + 1][1]),
+                        pack_bf16(o[2 * np + 1][2], o[2 * np + 1][3]));
+#else
 #pragma unroll
                 for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
                     for (int e = 0; e < 4; ++e)
                         so[(nt * 8 + 2 * c4 + (e & 1)) * LDO + g + (e >> 1) * 8] =
                             __float2bfloat16(o[nt][e]);
+#endif
                 __syncwarp();
                 const int t0 = m * kChunk, rows = min(kChunk, a.T - t0);
                 const size_t tok = (size_t(b) * a.T + t0) * a.H + h;

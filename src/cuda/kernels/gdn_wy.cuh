@@ -18,7 +18,7 @@ constexpr int kWyThreads = 128;  // 4 warps, one per 16-row tile
 
 template <int DKP>
 struct WyLayout {
-    static constexpr int LDK = DKP + 8, LDT = kChunk + 8;
+    static constexpr int LDK = key_pitch<DKP>(), LDT = kChunk + 8;
     static __host__ __device__ constexpr size_t bytes(int DVP) {
         return 2 * carve_bytes(kChunk * LDK * 2) + carve_bytes(size_t(kChunk) * (DVP + 8) * 2) +
                2 * carve_bytes(kChunk * kChunk * 4) + 2 * carve_bytes(kChunk * LDT * 2) +
@@ -52,12 +52,12 @@ __global__ void __launch_bounds__(kWyThreads) gdn_wy_kernel(GdnChunkArgs a) {
     const size_t Tp = size_t(a.NC) * kChunk, row0 = size_t(bh) * Tp + t0;
 
     const size_t tok = (size_t(b) * a.T + t0) * a.H + h;
-    copy_rows(s_q, LDK, DKP, a.q + tok * a.Dk, size_t(a.H) * a.Dk, rows, a.Dk, a.qk_vec, tid,
-              kWyThreads);
-    copy_rows(s_k, LDK, DKP, a.k + tok * a.Dk, size_t(a.H) * a.Dk, rows, a.Dk, a.qk_vec, tid,
-              kWyThreads);
-    copy_rows(s_v, LDV, a.DVP, a.v + tok * a.Dv, size_t(a.H) * a.Dv, rows, a.Dv, a.v_vec, tid,
-              kWyThreads);
+    copy_rows(s_q, LDK, DKP, a.q + tok * a.Dk, size_t(a.H) * a.Dk, rows, a.Dk, a.qk_vec, warp, 4,
+              lane);
+    copy_rows(s_k, LDK, DKP, a.k + tok * a.Dk, size_t(a.H) * a.Dk, rows, a.Dk, a.qk_vec, warp, 4,
+              lane);
+    copy_rows(s_v, LDV, a.DVP, a.v + tok * a.Dv, size_t(a.H) * a.Dv, rows, a.Dv, a.v_vec, warp, 4,
+              lane);
     __pipeline_commit();
     // γ = inclusive cumulative sum of g over the chunk (warps 0 and 1 hold rows 0-31 and 32-63).
     if (tid < kChunk) {
@@ -78,6 +78,13 @@ __global__ void __launch_bounds__(kWyThreads) gdn_wy_kernel(GdnChunkArgs a) {
     if (tid >= 32 && tid < kChunk) s_gamma[tid] += s_part[0];
     __syncthreads();
     if (tid < kChunk) s_kscale[tid] = s_beta[tid] * __expf(s_gamma[tid]);
+    // The scan's copies of K and Q (zero-padded rows and columns, its pitch).
+    __nv_bfloat16* wk_blk = a.wk + (size_t(bh) * a.NC + n) * 2 * kChunk * LDK;          // W, then K
+    __nv_bfloat16* qs_blk = a.qs + (size_t(bh) * a.NC + n) * kChunk * (LDK + kSPitch);  // Q, S
+    for (int i = tid; i < kChunk * LDK / 8; i += kWyThreads) {
+        reinterpret_cast<uint4*>(wk_blk + kChunk * LDK)[i] = reinterpret_cast<const uint4*>(s_k)[i];
+        reinterpret_cast<uint4*>(qs_blk)[i] = reinterpret_cast<const uint4*>(s_q)[i];
+    }
 
     // kkᵀ and qkᵀ, row tile r = warp, column tiles ≤ r (the rest is masked to zero).
     const int r = warp;
@@ -104,7 +111,7 @@ __global__ void __launch_bounds__(kWyThreads) gdn_wy_kernel(GdnChunkArgs a) {
     }
     // Decays and masks in registers; A to shared memory (f32), S to global memory (bf16).
     {
-        __nv_bfloat16* s_out = a.s + (size_t(bh) * a.NC + n) * kChunk * kChunk;
+        __nv_bfloat16* s_out = qs_blk + kChunk * LDK;
         const int i0 = 16 * r + g, i1 = i0 + 8;
         const float gi[2] = {s_gamma[i0], s_gamma[i1]}, bi[2] = {s_beta[i0], s_beta[i1]};
 #pragma unroll
@@ -121,8 +128,8 @@ __global__ void __launch_bounds__(kWyThreads) gdn_wy_kernel(GdnChunkArgs a) {
             }
             *reinterpret_cast<float2*>(s_a + i0 * kChunk + j) = make_float2(av[0], av[1]);
             *reinterpret_cast<float2*>(s_a + i1 * kChunk + j) = make_float2(av[2], av[3]);
-            *reinterpret_cast<uint32_t*>(s_out + i0 * kChunk + j) = pack_bf16(sv[0], sv[1]);
-            *reinterpret_cast<uint32_t*>(s_out + i1 * kChunk + j) = pack_bf16(sv[2], sv[3]);
+            *reinterpret_cast<uint32_t*>(s_out + i0 * kSPitch + j) = pack_bf16(sv[0], sv[1]);
+            *reinterpret_cast<uint32_t*>(s_out + i1 * kSPitch + j) = pack_bf16(sv[2], sv[3]);
         }
     }
     __syncthreads();
@@ -143,36 +150,57 @@ __global__ void __launch_bounds__(kWyThreads) gdn_wy_kernel(GdnChunkArgs a) {
     }
     __syncthreads();
     // Off-diagonal blocks by distance from the diagonal: M = Σ_{j ≤ m < i} A_im T_mj, then
-    // T_ij = −T_ii M.
+    // T_ij = −T_ii M; each thread 4 adjacent columns of one row.
     for (int dist = 1; dist < 4; ++dist) {
-        const int blocks = 4 - dist;
-        for (int e = tid; e < blocks * 256; e += kWyThreads) {
-            const int j = e / 256, i = j + dist, rr = (e % 256) / 16, cc = e % 16;
+        const int tasks = (4 - dist) * 64;
+        for (int e = tid; e < tasks; e += kWyThreads) {
+            const int j = e / 64, i = j + dist, rr = (e % 64) / 4, cg = (e % 4) * 4;
             const float* arow = s_a + (16 * i + rr) * kChunk;
-            float acc = 0.0f;
+            float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
             for (int kb = j; kb < i; ++kb)
 #pragma unroll
-                for (int m = 0; m < 16; ++m)
-                    acc += arow[16 * kb + m] * s_t[(16 * kb + m) * kChunk + 16 * j + cc];
-            s_m[e] = acc;
+                for (int m = 0; m < 16; ++m) {
+                    const float x = arow[16 * kb + m];
+                    const float4 t = *reinterpret_cast<const float4*>(s_t + (16 * kb + m) * kChunk +
+                                                                      16 * j + cg);
+                    acc.x += x * t.x;
+                    acc.y += x * t.y;
+                    acc.z += x * t.z;
+                    acc.w += x * t.w;
+                }
+            *reinterpret_cast<float4*>(s_m + j * 256 + rr * 16 + cg) = acc;
         }
         __syncthreads();
-        for (int e = tid; e < blocks * 256; e += kWyThreads) {
-            const int j = e / 256, i = j + dist, rr = (e % 256) / 16, cc = e % 16;
+        for (int e = tid; e < tasks; e += kWyThreads) {
+            const int j = e / 64, i = j + dist, rr = (e % 64) / 4, cg = (e % 4) * 4;
             const float* trow = s_t + (16 * i + rr) * kChunk + 16 * i;
-            float acc = 0.0f;
+            float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
 #pragma unroll
-            for (int m = 0; m < 16; ++m) acc += trow[m] * s_m[j * 256 + m * 16 + cc];
-            s_t[(16 * i + rr) * kChunk + 16 * j + cc] = -acc;
+            for (int m = 0; m < 16; ++m) {
+                const float x = trow[m];
+                const float4 t = *reinterpret_cast<const float4*>(s_m + j * 256 + m * 16 + cg);
+                acc.x += x * t.x;
+                acc.y += x * t.y;
+                acc.z += x * t.z;
+                acc.w += x * t.w;
+            }
+            *reinterpret_cast<float4*>(s_t + (16 * i + rr) * kChunk + 16 * j + cg) =
+                make_float4(-acc.x, -acc.y, -acc.z, -acc.w);
         }
         __syncthreads();
     }
-    // The bf16 left operands of W and U, zero above the diagonal.
-    for (int idx = tid; idx < kChunk * kChunk; idx += kWyThreads) {
-        const int i = idx / kChunk, j = idx % kChunk;
-        const float t = j <= i ? s_t[idx] : 0.0f;
-        s_tw[i * LDT + j] = __float2bfloat16(t * s_kscale[j]);
-        s_tu[i * LDT + j] = __float2bfloat16(t * s_beta[j]);
+    // The bf16 left operands of W and U, zero above the diagonal; 4 columns per thread.
+    for (int idx = tid; idx < kChunk * kChunk / 4; idx += kWyThreads) {
+        const int i = idx / (kChunk / 4), j = (idx % (kChunk / 4)) * 4;
+        const float4 t = *reinterpret_cast<const float4*>(s_t + i * kChunk + j);
+        const float tv[4] = {j <= i ? t.x : 0.0f, j + 1 <= i ? t.y : 0.0f, j + 2 <= i ? t.z : 0.0f,
+                             j + 3 <= i ? t.w : 0.0f};
+        const float4 ks = *reinterpret_cast<const float4*>(s_kscale + j);
+        const float4 bs = *reinterpret_cast<const float4*>(s_beta + j);
+        *reinterpret_cast<uint2*>(s_tw + i * LDT + j) = make_uint2(
+            pack_bf16(tv[0] * ks.x, tv[1] * ks.y), pack_bf16(tv[2] * ks.z, tv[3] * ks.w));
+        *reinterpret_cast<uint2*>(s_tu + i * LDT + j) = make_uint2(
+            pack_bf16(tv[0] * bs.x, tv[1] * bs.y), pack_bf16(tv[2] * bs.z, tv[3] * bs.w));
     }
     __syncthreads();
 
@@ -200,14 +228,14 @@ __global__ void __launch_bounds__(kWyThreads) gdn_wy_kernel(GdnChunkArgs a) {
                 mma_bf16(w[2 * np + 1], aw[ks], bk[2], bk[3]);
             }
         }
-        __nv_bfloat16* wr = a.w + (row0 + i0) * DKP + 2 * c4;
+        __nv_bfloat16* wr = wk_blk + i0 * LDK + 2 * c4;
 #pragma unroll
         for (int nt = 0; nt < 2 * KS; ++nt) {
             *reinterpret_cast<uint32_t*>(wr + 8 * nt) = pack_bf16(w[nt][0], w[nt][1]);
-            *reinterpret_cast<uint32_t*>(wr + 8 * DKP + 8 * nt) = pack_bf16(w[nt][2], w[nt][3]);
+            *reinterpret_cast<uint32_t*>(wr + 8 * LDK + 8 * nt) = pack_bf16(w[nt][2], w[nt][3]);
         }
     }
-    __nv_bfloat16* ur = a.u + (row0 + i0) * a.DVP + 2 * c4;
+    const int LDU = value_pitch(a.VT), tiles = a.DVP / a.VT;
     for (int np = 0; np < a.DVP / 16; ++np) {
         float u0[4] = {0.0f, 0.0f, 0.0f, 0.0f}, u1[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
@@ -218,11 +246,12 @@ __global__ void __launch_bounds__(kWyThreads) gdn_wy_kernel(GdnChunkArgs a) {
             mma_bf16(u0, au[ks], bv[0], bv[1]);
             mma_bf16(u1, au[ks], bv[2], bv[3]);
         }
-        __nv_bfloat16* p = ur + 16 * np;
+        const int vt = 16 * np / a.VT, col = 16 * np % a.VT;
+        __nv_bfloat16* p = a.u + ((size_t(bh) * tiles + vt) * Tp + t0 + i0) * LDU + col + 2 * c4;
         *reinterpret_cast<uint32_t*>(p) = pack_bf16(u0[0], u0[1]);
-        *reinterpret_cast<uint32_t*>(p + 8 * a.DVP) = pack_bf16(u0[2], u0[3]);
+        *reinterpret_cast<uint32_t*>(p + 8 * LDU) = pack_bf16(u0[2], u0[3]);
         *reinterpret_cast<uint32_t*>(p + 8) = pack_bf16(u1[0], u1[1]);
-        *reinterpret_cast<uint32_t*>(p + 8 * a.DVP + 8) = pack_bf16(u1[2], u1[3]);
+        *reinterpret_cast<uint32_t*>(p + 8 * LDU + 8) = pack_bf16(u1[2], u1[3]);
     }
     if (tid < kChunk) a.gamma[row0 + tid] = s_gamma[tid];
 }

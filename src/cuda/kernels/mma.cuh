@@ -72,6 +72,23 @@ __device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], const void* p) {
                  : "memory");
 }
 
+// The inverse of ldsm_x4_trans (sm_90): lane (g, c) holds (row g, cols 2c, 2c+1) of four 8 × 8
+// matrices and each is stored transposed; lane l gives the address of row l % 8 of matrix l / 8 of
+// the stored (transposed) layout.
+__device__ __forceinline__ void stsm_x4_trans(void* p, uint32_t r0, uint32_t r1, uint32_t r2,
+                                              uint32_t r3) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+    asm volatile(
+        "stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1,%2,%3,%4};\n" ::"r"(addr),
+        "r"(r0), "r"(r1), "r"(r2), "r"(r3)
+        : "memory");
+#else
+    (void)p, (void)r0, (void)r1, (void)r2, (void)r3;
+    __trap();  // callers use it on sm_90 and later only
+#endif
+}
+
 // Per-lane ldmatrix row addresses (lane l points at row l % 8 of matrix l / 8) for a 16 × 16 tile
 // at (row0, col0) of a row-major bf16 matrix with pitch ld. The four 8 × 8 matrices are taken
 //   a_tile_addr: down then right. With ldsm_x4: the A operand (rows = m, cols = k) → a0..a3. With
