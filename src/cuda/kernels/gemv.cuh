@@ -1,6 +1,6 @@
 // Skinny matrix products for decoding: out[N, O] = x[N, I] · w[O, I]ᵀ with N ≤ 16 (one token per
 // sequence). The work is reading w once, so the kernel is a streaming dot product: each warp owns
-// ROWS rows of w, every lane reads 16-byte vectors of them (two vectors per row in flight),
+// ROWS rows of w, every lane reads 16-byte vectors of them (8 / ROWS vectors per row in flight),
 // multiplies them by the same slice of every token's x (small, served from L1/L2) and accumulates
 // in f32; a warp reduction finishes each dot product. Outputs may be split into segments (w's row
 // blocks written to separate tensors), so that q|k|v|... of a layer are one pass over their
@@ -61,22 +61,24 @@ __global__ void __launch_bounds__(32 * kGemvWarps)
     for (int r = 0; r < ROWS; ++r)
         for (int64_t v = lane; v < nvec && v < 128 / ROWS; v += 32) prefetch_l2(wv + wrow[r] + v);
     pdl_wait();
+    // U vectors per row in flight per lane, ROWS·U = 8 (16 bytes each): small-O products (one row
+    // per warp) need the deeper unroll to keep enough bytes in flight per SM.
+    constexpr int U = 8 / ROWS;
     int64_t c = lane;
-    for (; c + 32 < nvec; c += 64) {  // two vectors per row in flight
-        uint4 a[ROWS], b[ROWS];
+    for (; c + 32 * (U - 1) < nvec; c += 32 * U) {
+        uint4 wv_[ROWS][U];
 #pragma unroll
-        for (int r = 0; r < ROWS; ++r) {
-            a[r] = __ldg(wv + wrow[r] + c);
-            b[r] = __ldg(wv + wrow[r] + c + 32);
-        }
+        for (int r = 0; r < ROWS; ++r)
+#pragma unroll
+            for (int u = 0; u < U; ++u) wv_[r][u] = __ldg(wv + wrow[r] + c + 32 * u);
 #pragma unroll
         for (int t = 0; t < NT; ++t) {
             if (t >= N) break;
-            const uint4 xa = xv[t * nvec + c], xb = xv[t * nvec + c + 32];
 #pragma unroll
-            for (int r = 0; r < ROWS; ++r) {
-                fma8(acc[r][t], a[r], xa);
-                fma8(acc[r][t], b[r], xb);
+            for (int u = 0; u < U; ++u) {
+                const uint4 xa = xv[t * nvec + c + 32 * u];
+#pragma unroll
+                for (int r = 0; r < ROWS; ++r) fma8(acc[r][t], wv_[r][u], xa);
             }
         }
     }
