@@ -62,26 +62,31 @@ struct Carve {
 
 // Copies a 64-row tile: `rows` rows of `cols` bf16 values, rows `stride` elements apart in global
 // memory, into shared memory of pitch `ld` and `width` columns (a multiple of 8), zero-filling the
-// rest; warp w of `warps` takes rows w, w + warps, ...
+// rest; warp w of WARPS takes rows w, w + WARPS, ...
 //   async: 16-byte cp.async copies (cols, stride and src multiples of 8 elements); the caller
 //          commits and waits.
 //   sync:  element by element, any layout; visible after the caller's next barrier.
+template <int WARPS>
 __device__ __forceinline__ void copy_rows(__nv_bfloat16* __restrict__ dst, int ld, int width,
                                           const __nv_bfloat16* __restrict__ src, size_t stride,
-                                          int rows, int cols, bool async, int warp, int warps,
-                                          int lane) {
-    for (int r = warp; r < kChunk; r += warps) {
-        if (async) {
-            for (int c = lane * 8; c < width; c += 32 * 8) {
+                                          int rows, int cols, bool async, int warp, int lane) {
+    if (async) {
+        for (int c = lane * 8; c < width; c += 32 * 8) {
+            const __nv_bfloat16* s = src + size_t(warp) * stride + c;
+            __nv_bfloat16* d = dst + warp * ld + c;
+#pragma unroll
+            for (int i = 0; i < kChunk / WARPS; ++i) {
+                const int r = warp + i * WARPS;
                 const bool ok = r < rows && c < cols;
-                __pipeline_memcpy_async(dst + r * ld + c, src + (ok ? size_t(r) * stride + c : 0),
-                                        16, ok ? 0 : 16);
+                __pipeline_memcpy_async(d + i * WARPS * ld, ok ? s + i * WARPS * stride : src, 16,
+                                        ok ? 0 : 16);
             }
-        } else {
+        }
+    } else {
+        for (int r = warp; r < kChunk; r += WARPS)
             for (int c = lane; c < width; c += 32)
                 dst[r * ld + c] =
                     (r < rows && c < cols) ? src[size_t(r) * stride + c] : __float2bfloat16(0.0f);
-        }
     }
 }
 
@@ -90,10 +95,13 @@ __device__ __forceinline__ void copy_rows(__nv_bfloat16* __restrict__ dst, int l
 template <int NBYTES, int NT>
 __device__ __forceinline__ void copy_linear(void* dst, const void* src, int tid) {
     static_assert(NBYTES % 16 == 0, "whole 16-byte vectors");
-    auto* d = static_cast<char*>(dst);
-    const auto* s = static_cast<const char*>(src);
+    constexpr int kVecs = NBYTES / 16, kRounds = (kVecs + NT - 1) / NT;
+    char* d = static_cast<char*>(dst) + 16 * tid;
+    const char* s = static_cast<const char*>(src) + 16 * tid;
 #pragma unroll
-    for (int i = tid; i < NBYTES / 16; i += NT) __pipeline_memcpy_async(d + 16 * i, s + 16 * i, 16);
+    for (int k = 0; k < kRounds; ++k)
+        if (kVecs % NT == 0 || tid + k * NT < kVecs)
+            __pipeline_memcpy_async(d + 16 * k * NT, s + 16 * k * NT, 16);
 }
 
 // Synchronises the `nthreads` threads (a multiple of 32) that use named barrier `id` (1..15; 0 is

@@ -263,17 +263,22 @@ __global__ void __launch_bounds__(NW * 64, 1) gdn_scan_kernel(GdnChunkArgs a) {
                             __float2bfloat16(o[nt][e]);
 #endif
                 __syncwarp();
+                // Lane l copies half (l % 2) of rows l / 2 + 16·i.
                 const int t0 = m * kChunk, rows = min(kChunk, a.T - t0);
-                const size_t tok = (size_t(b) * a.T + t0) * a.H + h;
-                for (int idx = lane; idx < kChunk * 2; idx += 32) {
-                    const int r = idx / 2, half = idx % 2, c = v0 + j0 + half * 8;
-                    if (r >= rows) continue;
-                    __nv_bfloat16* dst = a.o + (tok + size_t(r) * a.H) * a.Dv + c;
-                    const __nv_bfloat16* src = so + r * LDO + half * 8;
-                    if (a.o_vec && c + 8 <= a.Dv) {
-                        *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
+                const int r0 = lane / 2, half = lane % 2, c = v0 + j0 + half * 8;
+                const size_t row_stride = size_t(a.H) * a.Dv;
+                __nv_bfloat16* dst = a.o + ((size_t(b) * a.T + t0 + r0) * a.H + h) * a.Dv + c;
+                const __nv_bfloat16* src = so + r0 * LDO + half * 8;
+                const bool vec = a.o_vec && c + 8 <= a.Dv;
+#pragma unroll
+                for (int i = 0; i < kChunk / 16; ++i) {
+                    if (r0 + 16 * i >= rows) break;
+                    __nv_bfloat16* d = dst + 16 * i * row_stride;
+                    const __nv_bfloat16* s_ = src + 16 * i * LDO;
+                    if (vec) {
+                        *reinterpret_cast<uint4*>(d) = *reinterpret_cast<const uint4*>(s_);
                     } else {
-                        for (int e = 0; e < 8 && c + e < a.Dv; ++e) dst[e] = src[e];
+                        for (int e = 0; e < 8 && c + e < a.Dv; ++e) d[e] = s_[e];
                     }
                 }
                 named_barrier(1, 32 * NW);  // the staging is read before the stage is refilled

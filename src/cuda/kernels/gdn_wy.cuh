@@ -52,12 +52,12 @@ __global__ void __launch_bounds__(kWyThreads) gdn_wy_kernel(GdnChunkArgs a) {
     const size_t Tp = size_t(a.NC) * kChunk, row0 = size_t(bh) * Tp + t0;
 
     const size_t tok = (size_t(b) * a.T + t0) * a.H + h;
-    copy_rows(s_q, LDK, DKP, a.q + tok * a.Dk, size_t(a.H) * a.Dk, rows, a.Dk, a.qk_vec, warp, 4,
-              lane);
-    copy_rows(s_k, LDK, DKP, a.k + tok * a.Dk, size_t(a.H) * a.Dk, rows, a.Dk, a.qk_vec, warp, 4,
-              lane);
-    copy_rows(s_v, LDV, a.DVP, a.v + tok * a.Dv, size_t(a.H) * a.Dv, rows, a.Dv, a.v_vec, warp, 4,
-              lane);
+    copy_rows<4>(s_q, LDK, DKP, a.q + tok * a.Dk, size_t(a.H) * a.Dk, rows, a.Dk, a.qk_vec, warp,
+                 lane);
+    copy_rows<4>(s_k, LDK, DKP, a.k + tok * a.Dk, size_t(a.H) * a.Dk, rows, a.Dk, a.qk_vec, warp,
+                 lane);
+    copy_rows<4>(s_v, LDV, a.DVP, a.v + tok * a.Dv, size_t(a.H) * a.Dv, rows, a.Dv, a.v_vec, warp,
+                 lane);
     __pipeline_commit();
     // γ = inclusive cumulative sum of g over the chunk (warps 0 and 1 hold rows 0-31 and 32-63).
     if (tid < kChunk) {
@@ -236,22 +236,24 @@ __global__ void __launch_bounds__(kWyThreads) gdn_wy_kernel(GdnChunkArgs a) {
         }
     }
     const int LDU = value_pitch(a.VT), tiles = a.DVP / a.VT;
-    for (int np = 0; np < a.DVP / 16; ++np) {
-        float u0[4] = {0.0f, 0.0f, 0.0f, 0.0f}, u1[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    __nv_bfloat16* ut = a.u + (size_t(bh) * tiles * Tp + t0 + i0) * LDU + 2 * c4;
+    for (int vt = 0; vt < tiles; ++vt, ut += Tp * LDU) {
+        for (int col = 0; col < a.VT; col += 16) {
+            float u0[4] = {0.0f, 0.0f, 0.0f, 0.0f}, u1[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
-        for (int ks = 0; ks < 4; ++ks) {
-            if (ks > r) continue;
-            uint32_t bv[4];
-            ldsm_x4_trans(bv, a_tile_addr(s_v, LDV, 16 * ks, 16 * np, lane));
-            mma_bf16(u0, au[ks], bv[0], bv[1]);
-            mma_bf16(u1, au[ks], bv[2], bv[3]);
+            for (int ks = 0; ks < 4; ++ks) {
+                if (ks > r) continue;
+                uint32_t bv[4];
+                ldsm_x4_trans(bv, a_tile_addr(s_v, LDV, 16 * ks, vt * a.VT + col, lane));
+                mma_bf16(u0, au[ks], bv[0], bv[1]);
+                mma_bf16(u1, au[ks], bv[2], bv[3]);
+            }
+            __nv_bfloat16* p = ut + col;
+            *reinterpret_cast<uint32_t*>(p) = pack_bf16(u0[0], u0[1]);
+            *reinterpret_cast<uint32_t*>(p + 8 * LDU) = pack_bf16(u0[2], u0[3]);
+            *reinterpret_cast<uint32_t*>(p + 8) = pack_bf16(u1[0], u1[1]);
+            *reinterpret_cast<uint32_t*>(p + 8 * LDU + 8) = pack_bf16(u1[2], u1[3]);
         }
-        const int vt = 16 * np / a.VT, col = 16 * np % a.VT;
-        __nv_bfloat16* p = a.u + ((size_t(bh) * tiles + vt) * Tp + t0 + i0) * LDU + col + 2 * c4;
-        *reinterpret_cast<uint32_t*>(p) = pack_bf16(u0[0], u0[1]);
-        *reinterpret_cast<uint32_t*>(p + 8 * LDU) = pack_bf16(u0[2], u0[3]);
-        *reinterpret_cast<uint32_t*>(p + 8) = pack_bf16(u1[0], u1[1]);
-        *reinterpret_cast<uint32_t*>(p + 8 * LDU + 8) = pack_bf16(u1[2], u1[3]);
     }
     if (tid < kChunk) a.gamma[row0 + tid] = s_gamma[tid];
 }
