@@ -1,6 +1,7 @@
-// Launchers of the row normalisations (kernels/norm.cuh): RMSNorm, gated RMSNorm and the L2 norm,
-// forward and backward. Rows of at most kWarpPacks packs go one per warp (eight per block: the GDN
-// heads of 96 or 192), longer rows one per block (the 3840-wide block and QK norms).
+// Launchers of the row normalisations (kernels/norm.cuh): RMSNorm (also fused with the residual
+// add), gated RMSNorm and the L2 norm, forward and backward. Rows of at most kWarpPacks packs go
+// one per warp (eight per block: the GDN heads of 96 or 192), longer rows one per block (the
+// 3840-wide block and QK norms).
 #include <type_traits>
 
 #include "cuda/dispatch.h"
@@ -92,6 +93,22 @@ void rmsnorm(const Tensor& out, const Tensor& x, const Tensor& w, float eps) {
                         kernels::rmsnorm_kernel<T, decltype(n)::value, decltype(warp)::value>
                             <<<grid, threads, 0, current_stream()>>>(ptr<T>(out), ptr<T>(x),
                                                                      ptr<T>(w), rows, C, eps);
+                        CUDA_CHECK_LAUNCH();
+                    });
+    });
+}
+
+void rmsnorm_add(const Tensor& out, const Tensor& residual, const Tensor& x, const Tensor& w,
+                 float eps) {
+    const int64_t rows = rows_of(x), C = w.shape[0];
+    if (rows == 0 || C == 0) return;
+    dispatch_float(out, "rmsnorm_add", [&](auto tag) {
+        using T = decltype(tag);
+        for_rows<T>(rows, C, {out.data, residual.data, x.data, w.data},
+                    [&](auto n, auto warp, unsigned grid, int threads) {
+                        kernels::rmsnorm_add_kernel<T, decltype(n)::value, decltype(warp)::value>
+                            <<<grid, threads, 0, current_stream()>>>(
+                                ptr<T>(out), ptr<T>(residual), ptr<T>(x), ptr<T>(w), rows, C, eps);
                         CUDA_CHECK_LAUNCH();
                     });
     });

@@ -297,6 +297,18 @@ void rmsnorm(const Tensor& out, const Tensor& x, const Tensor& w, float eps) {
     OLMO_DISPATCH(dev, rmsnorm, out, x, w, eps);
 }
 
+void rmsnorm_add(const Tensor& out, const Tensor& residual, const Tensor& x, const Tensor& w,
+                 float eps) {
+    const char* op = "rmsnorm_add";
+    const Device dev = one_device(op, out, {&out, &residual, &x, &w});
+    check_float(op, "out", out);
+    check_like(op, "residual", residual, "out", out);
+    check_like(op, "x", x, "out", out);
+    check_dtype(op, "w", w, out.dtype);
+    check_row_weight(op, "x", x, "w", w);
+    OLMO_DISPATCH(dev, rmsnorm_add, out, residual, x, w, eps);
+}
+
 void rmsnorm_backward(const Tensor& d_x, const Tensor& d_w, const Tensor& d_out, const Tensor& x,
                       const Tensor& w, float eps) {
     const char* op = "rmsnorm_backward";

@@ -70,6 +70,10 @@ void rmsnorm(const Tensor& out, const Tensor& x, const Tensor& w, float eps);
 // d_x[N, C] = ∂/∂x; d_w[C] += ∂/∂w   (d_w accumulates)
 void rmsnorm_backward(const Tensor& d_x, const Tensor& d_w, const Tensor& d_out, const Tensor& x,
                       const Tensor& w, float eps);
+// Post-norm residual update in one pass: out[N, C] = residual + rmsnorm(x, w, eps), equal to
+// rmsnorm into a temporary followed by add. out may alias residual or x.
+void rmsnorm_add(const Tensor& out, const Tensor& residual, const Tensor& x, const Tensor& w,
+                 float eps);
 
 // Gated RMSNorm per row of a GDN head output (spec §2.6.8), all in f32 with one final cast:
 // out[N, D] = w[D] ⊙ x · rsqrt(mean(x²) + eps) ⊙ silu(z[N, D]).
