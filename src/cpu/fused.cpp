@@ -49,4 +49,22 @@ void rmsnorm_add(const Tensor& out, const Tensor& residual, const Tensor& x, con
     });
 }
 
+// rmsnorm, rmsnorm, rope, rope, kv_append, kv_append: the attention layer's statements.
+void attention_prologue(const Tensor& q, const Tensor& k, const Tensor& k_cache,
+                        const Tensor& v_cache, const Tensor& q_raw, const Tensor& k_raw,
+                        const Tensor& v, const Tensor& q_norm, const Tensor& k_norm,
+                        const Tensor& positions, const Tensor& inv_freq, const Tensor& start,
+                        float eps, float attention_scaling) {
+    const int64_t N = q.shape[0] * q.shape[1], Hq = q.shape[2], D = q.shape[3], Hkv = k.shape[2];
+    const Tensor qn = q.reshape({N, Hq, D}), kn = k.reshape({N, Hkv, D});
+    rmsnorm(q.reshape({N, Hq * D}), q_raw, q_norm, eps);
+    rmsnorm(k.reshape({N, Hkv * D}), k_raw, k_norm, eps);
+    if (!inv_freq.empty()) {
+        rope(qn, qn, positions, inv_freq, attention_scaling);
+        rope(kn, kn, positions, inv_freq, attention_scaling);
+    }
+    kv_append(k_cache, k, start);
+    kv_append(v_cache, v, start);
+}
+
 }  // namespace olmo::cpu

@@ -7,6 +7,8 @@
 #include <array>
 #include <initializer_list>
 #include <string>
+#include <tuple>
+#include <utility>
 
 #include "core/check.h"
 #include "cpu/ops_cpu.h"
@@ -476,6 +478,54 @@ void kv_append(const Tensor& cache, const Tensor& x, const Tensor& start) {
     check_index(op, "start", start, false);
     check_shape(op, "start", start, {x.shape[0]});
     OLMO_DISPATCH(dev, kv_append, cache, x, start);
+}
+
+void attention_prologue(const Tensor& q, const Tensor& k, const Tensor& k_cache,
+                        const Tensor& v_cache, const Tensor& q_raw, const Tensor& k_raw,
+                        const Tensor& v, const Tensor& q_norm, const Tensor& k_norm,
+                        const Tensor& positions, const Tensor& inv_freq, const Tensor& start,
+                        float eps, float attention_scaling) {
+    const char* op = "attention_prologue";
+    const Device dev = one_device(op, q,
+                                  {&q, &k, &k_cache, &v_cache, &q_raw, &k_raw, &v, &q_norm, &k_norm,
+                                   &positions, &inv_freq, &start});
+    check_float(op, "q", q);
+    OLMO_CHECK(q.ndim == 4 && k.ndim == 4 && v.ndim == 4, "[", op, "] q ", q.shape_str(), ", k ",
+               k.shape_str(), ", v ", v.shape_str(),
+               ": expected q [B, T, Hq, D], k [B, T, Hkv, D] and v [B, T, Hkv, Dv]");
+    const int64_t B = q.shape[0], T = q.shape[1], Hq = q.shape[2], D = q.shape[3];
+    const int64_t Hkv = k.shape[2], Dv = v.shape[3];
+    for (const auto& [name, t] : {std::pair<const char*, const Tensor*>{"k", &k},
+                                  {"k_cache", &k_cache},
+                                  {"v_cache", &v_cache},
+                                  {"q_raw", &q_raw},
+                                  {"k_raw", &k_raw},
+                                  {"v", &v},
+                                  {"q_norm", &q_norm},
+                                  {"k_norm", &k_norm}})
+        check_dtype(op, name, *t, q.dtype);
+    check_shape(op, "k", k, {B, T, Hkv, D});
+    check_shape(op, "v", v, {B, T, Hkv, Dv});
+    check_numel(op, "q_raw", q_raw, B * T * Hq * D, "[B·T, Hq·D]");
+    check_numel(op, "k_raw", k_raw, B * T * Hkv * D, "[B·T, Hkv·D]");
+    check_shape(op, "q_norm", q_norm, {Hq * D});
+    check_shape(op, "k_norm", k_norm, {Hkv * D});
+    OLMO_CHECK(k_cache.ndim == 4 && k_cache.shape[0] == B && k_cache.shape[1] >= T &&
+                   has_dims(k_cache, {B, k_cache.shape[1], Hkv, D}) &&
+                   has_dims(v_cache, {B, k_cache.shape[1], Hkv, Dv}),
+               "[", op, "] k_cache ", k_cache.shape_str(), ", v_cache ", v_cache.shape_str(),
+               ": expected [B, L, Hkv, D] and [B, L, Hkv, Dv] with T = ", T, " <= L");
+    check_index(op, "positions", positions, false);
+    check_numel(op, "positions", positions, B * T, "[B·T]");
+    if (!inv_freq.empty()) {
+        OLMO_CHECK(D % 2 == 0, "[", op, "] RoPE needs an even head dim, got ", D);
+        check_dtype(op, "inv_freq", inv_freq, DType::f32);
+        check_shape(op, "inv_freq", inv_freq, {D / 2});
+    }
+    check_index(op, "start", start, false);
+    check_shape(op, "start", start, {B});
+    OLMO_DISPATCH(dev, attention_prologue, q, k, k_cache, v_cache, q_raw, k_raw, v, q_norm, k_norm,
+                  positions, inv_freq, start, eps, attention_scaling);
 }
 
 // ---- MLP

@@ -122,6 +122,21 @@ void attention_backward(const Tensor& d_q, const Tensor& d_k, const Tensor& d_v,
 // Writes x[B, T, H, D] into cache[B, L, H, D] at rows start[b] .. start[b]+T−1 (start[B] i32).
 void kv_append(const Tensor& cache, const Tensor& x, const Tensor& start);
 
+// The input side of an attention layer that decodes with a KV cache, in one op: the full-width
+// QK-norms (spec §2.4.2), RoPE (§2.4.4) and the cache writes,
+//   q = rope(rmsnorm(q_raw, q_norm)),  k = rope(rmsnorm(k_raw, k_norm)),
+//   kv_append(k_cache, k, start),  kv_append(v_cache, v, start),
+// equal to those six ops in this order (the norms run over all heads of a row; no RoPE when
+// inv_freq is empty). Rows are independent, so any T works. Shapes: q [B, T, Hq, D],
+// k [B, T, Hkv, D] (may alias q_raw, k_raw), k_cache [B, L, Hkv, D], v_cache [B, L, Hkv, Dv]
+// (updated in place), q_raw [B·T, Hq·D], k_raw [B·T, Hkv·D], v [B, T, Hkv, Dv], q_norm [Hq·D],
+// k_norm [Hkv·D], positions [B·T] i32, inv_freq [D/2] f32 or empty, start [B] i32.
+void attention_prologue(const Tensor& q, const Tensor& k, const Tensor& k_cache,
+                        const Tensor& v_cache, const Tensor& q_raw, const Tensor& k_raw,
+                        const Tensor& v, const Tensor& q_norm, const Tensor& k_norm,
+                        const Tensor& positions, const Tensor& inv_freq, const Tensor& start,
+                        float eps, float attention_scaling);
+
 // ---- MLP
 // -----------------------------------------------------------------------------------------
 

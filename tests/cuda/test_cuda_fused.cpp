@@ -76,6 +76,16 @@ Guarded preset(DType dt, const Tensor& values) {
     return g;
 }
 
+// An i32 tensor on the host or the device.
+OwnedTensor i32_tensor(const std::vector<int32_t>& v, Device dev) {
+    OwnedTensor h(DType::i32, {int64_t(v.size())});
+    if (!v.empty()) std::memcpy(h->data, v.data(), v.size() * sizeof(int32_t));
+    if (dev == Device::cpu) return h;
+    OwnedTensor d(DType::i32, {int64_t(v.size())}, Device::cuda);
+    copy_tensor(d, h);
+    return d;
+}
+
 ::testing::AssertionResult matches(const Tensor& actual, const Tensor& expected, const char* family,
                                    DType dt) {
     return close(actual, expected, tolerance(family, dt));
@@ -128,6 +138,120 @@ TEST(CudaFused, RmsnormAddMisalignedRowsMatchCpu) {
         EXPECT_TRUE(matches(row(out), ref, "norm", dt));
         EXPECT_TRUE(out.guards_intact());
     }
+}
+
+// ---- attention_prologue ------------------------------------------------------------------------
+
+struct PrologueCase {
+    int64_t B, T, Hq, Hkv, D, Dv, L;
+    bool rope;
+};
+const PrologueCase kPrologueCases[] = {
+    {1, 1, 30, 30, 128, 128, 40, true},  // the released attention layers, B = 1, 3, 64
+    {3, 1, 30, 30, 128, 128, 40, true}, {64, 1, 30, 30, 128, 128, 9, true},
+    {3, 1, 8, 2, 64, 64, 20, true},                                    // GQA
+    {2, 1, 4, 4, 128, 128, 20, false},                                 // no RoPE
+    {2, 5, 4, 2, 64, 32, 20, true},                                    // several tokens, Dv ≠ D
+    {3, 2, 3, 1, 6, 6, 7, true},        {2, 1, 3, 3, 7, 5, 4, false},  // tiny, odd D
+};
+
+// RoPE frequencies of a head dim (f32), as the model computes them (θ = 500000).
+OwnedTensor frequencies(int64_t D) {
+    OwnedTensor f(DType::f32, {D / 2});
+    for (int64_t i = 0; i < D / 2; ++i)
+        f.f32()[i] = float(std::pow(500000.0, -2.0 * double(i) / double(D)));
+    return f;
+}
+
+TEST(CudaFused, AttentionPrologueMatchesCpu) {
+    OLMO_REQUIRE_CUDA();
+    for (DType dt : kStorage)
+        for (const PrologueCase& c : kPrologueCases)
+            for (bool in_place : {false, true}) {
+                SCOPED_TRACE(cat(dtype_name(dt), " B ", c.B, " T ", c.T, " Hq ", c.Hq, " Hkv ",
+                                 c.Hkv, " D ", c.D, " Dv ", c.Dv, c.rope ? " rope" : "",
+                                 in_place ? " in place" : ""));
+                const int64_t N = c.B * c.T;
+                In q_raw = make_in(randn({N, c.Hq * c.D}, 1, 2.0f), dt),
+                   k_raw = make_in(randn({N, c.Hkv * c.D}, 2, 2.0f), dt),
+                   v = make_in(randn({c.B, c.T, c.Hkv, c.Dv}, 3), dt);
+                In q_norm = make_in(randu({c.Hq * c.D}, 4, 0.5f, 1.5f), dt),
+                   k_norm = make_in(randu({c.Hkv * c.D}, 5, 0.5f, 1.5f), dt);
+                const OwnedTensor k_cache0 = rounded(randn({c.B, c.L, c.Hkv, c.D}, 6), dt),
+                                  v_cache0 = rounded(randn({c.B, c.L, c.Hkv, c.Dv}, 7), dt);
+                std::vector<int32_t> pos, start;
+                for (int64_t b = 0; b < c.B; ++b) {
+                    start.push_back(int32_t((b * 7 + 2) % (c.L - c.T + 1)));
+                    for (int64_t t = 0; t < c.T; ++t)
+                        pos.push_back(int32_t((b * 1013 + t * 17 + 5) % 5000));  // large angles
+                }
+                const OwnedTensor freq = frequencies(c.D);
+                const OwnedTensor freq_dev = to_device(freq, DType::f32);
+                const Tensor f_host = c.rope ? freq.view() : Tensor(),
+                             f_dev = c.rope ? freq_dev.view() : Tensor();
+
+                OwnedTensor q_ref(DType::f32, {c.B, c.T, c.Hq, c.D}),
+                    k_ref(DType::f32, {c.B, c.T, c.Hkv, c.D});
+                OwnedTensor kc_ref = to_host_f32(k_cache0), vc_ref = to_host_f32(v_cache0);
+                ops::attention_prologue(q_ref, k_ref, kc_ref, vc_ref, q_raw.host, k_raw.host,
+                                        v.host, q_norm.host, k_norm.host,
+                                        i32_tensor(pos, Device::cpu), f_host,
+                                        i32_tensor(start, Device::cpu), 1e-6f, 1.25f);
+
+                Guarded q = out_like(dt, q_ref), k = out_like(dt, k_ref);
+                Guarded kc = preset(dt, k_cache0), vc = preset(dt, v_cache0);
+                Tensor q_in = q_raw.dev, k_in = k_raw.dev;
+                if (in_place) {  // q, k written over q_raw, k_raw (the model's plan)
+                    copy_tensor(q.view().reshape({N, c.Hq * c.D}), q_raw.dev);
+                    copy_tensor(k.view().reshape({N, c.Hkv * c.D}), k_raw.dev);
+                    q_in = q.view().reshape({N, c.Hq * c.D});
+                    k_in = k.view().reshape({N, c.Hkv * c.D});
+                }
+                ops::attention_prologue(q, k, kc, vc, q_in, k_in, v.dev, q_norm.dev, k_norm.dev,
+                                        i32_tensor(pos, Device::cuda), f_dev,
+                                        i32_tensor(start, Device::cuda), 1e-6f, 1.25f);
+                const char* family = c.rope ? "rope" : "norm";
+                EXPECT_TRUE(matches(q, q_ref, family, dt));
+                EXPECT_TRUE(matches(k, k_ref, family, dt));
+                EXPECT_TRUE(matches(kc, kc_ref, family, dt));
+                EXPECT_TRUE(close(vc, vc_ref, 0.0));  // raw copies
+                // The cache holds exactly the k that was returned.
+                OwnedTensor k_host = to_host_f32(k), kc_host = to_host_f32(kc);
+                for (int64_t b = 0; b < c.B; ++b)
+                    EXPECT_TRUE(close(kc_host.view().select0(b).narrow0(start[size_t(b)], c.T),
+                                      k_host.view().select0(b), 0.0));
+                for (const Guarded* g : {&q, &k, &kc, &vc}) EXPECT_TRUE(g->guards_intact());
+            }
+}
+
+// A sequence whose rows would not fit the cache is not written to it (the CPU reports it); the
+// others are, and q and k are returned for all.
+TEST(CudaFused, AttentionPrologueSkipsRowsOutsideTheCache) {
+    OLMO_REQUIRE_CUDA();
+    const DType dt = DType::bf16;
+    const int64_t B = 3, T = 2, H = 2, D = 64, L = 8;
+    In q_raw = make_in(randn({B * T, H * D}, 11), dt),
+       k_raw = make_in(randn({B * T, H * D}, 12), dt);
+    In v = make_in(randn({B, T, H, D}, 13), dt), w = make_in(randu({H * D}, 14, 0.5f, 1.5f), dt);
+    const OwnedTensor cache0 = rounded(randn({B, L, H, D}, 15), dt);
+    const std::vector<int32_t> start = {2, int32_t(L - 1), -1}, pos = {0, 1, 2, 3, 4, 5};
+    const OwnedTensor freq = to_device(frequencies(D), DType::f32);
+    Guarded q(dt, {B, T, H, D}), k(dt, {B, T, H, D});
+    Guarded kc = preset(dt, cache0), vc = preset(dt, cache0);
+    ops::attention_prologue(q, k, kc, vc, q_raw.dev, k_raw.dev, v.dev, w.dev, w.dev,
+                            i32_tensor(pos, Device::cuda), freq, i32_tensor(start, Device::cuda),
+                            1e-6f, 1.0f);
+    OwnedTensor kc_host = to_host_f32(kc), vc_host = to_host_f32(vc), c0 = to_host_f32(cache0);
+    OwnedTensor k_host = to_host_f32(k), v_host = to_host_f32(v.dev);
+    EXPECT_TRUE(close(kc_host.view().select0(0).narrow0(2, T), k_host.view().select0(0), 0.0));
+    EXPECT_TRUE(close(vc_host.view().select0(0).narrow0(2, T), v_host.view().select0(0), 0.0));
+    for (int64_t b : {1, 2}) {
+        EXPECT_TRUE(close(kc_host.view().select0(b), c0.view().select0(b), 0.0))
+            << "sequence " << b;
+        EXPECT_TRUE(close(vc_host.view().select0(b), c0.view().select0(b), 0.0))
+            << "sequence " << b;
+    }
+    for (const Guarded* g : {&q, &k, &kc, &vc}) EXPECT_TRUE(g->guards_intact());
 }
 
 }  // namespace

@@ -1,0 +1,92 @@
+// The input side of an attention layer for new tokens, in one kernel: the full-width QK RMSNorms,
+// RoPE and the KV-cache appends. Block (n, part) handles token row n: part 0 normalises and rotates
+// q, part 1 does the same for k and writes it to both k and the cache, part 2 copies v into the
+// cache. Each row is reduced first (a block reduction over all heads), then every thread rotates
+// the pairs (i, i + D/2) it reads, with cos and sin of the row's angles taken once into shared
+// memory; nothing is rounded before the final store, so q and k may alias q_raw and k_raw. A
+// sequence whose rows do not fit the cache (start[b] < 0 or start[b] + T > L) is not written to
+// it.
+#pragma once
+
+#include "vec.cuh"
+
+namespace olmo::kernels {
+
+template <class T>
+struct AttentionPrologueArgs {
+    T *q, *k;                  // [N, Hq·D], [N, Hkv·D]
+    T *k_cache, *v_cache;      // [B, L, Hkv·D], [B, L, Hkv·Dv]
+    const T *q_raw, *k_raw;    // [N, Hq·D], [N, Hkv·D]
+    const T* v;                // [N, Hkv·Dv]
+    const T *q_norm, *k_norm;  // [Hq·D], [Hkv·D]
+    const int32_t* positions;  // [N]
+    const float* inv_freq;     // [D/2], or null: no RoPE
+    const int32_t* start;      // [B]
+    int64_t T_len, L;
+    int Hq, Hkv, D, Dv;
+    float eps, scaling;
+};
+
+// grid (N, 3), blockDim a multiple of 32; dynamic shared memory D floats (cos, sin) with RoPE.
+template <class T>
+__global__ void attention_prologue_kernel(AttentionPrologueArgs<T> p) {
+    extern __shared__ float cs[];
+    const int64_t n = blockIdx.x, b = n / p.T_len, t = n % p.T_len;
+    const int64_t s = p.start[b];
+    const bool fits = s >= 0 && s + p.T_len <= p.L;
+    const int64_t cache_row = b * p.L + s + t;
+    if (blockIdx.y == 2) {
+        if (!fits) return;
+        const int64_t C = int64_t(p.Hkv) * p.Dv;
+        for (int64_t i = threadIdx.x; i < C; i += blockDim.x)
+            p.v_cache[cache_row * C + i] = p.v[n * C + i];
+        return;
+    }
+    const bool is_q = blockIdx.y == 0;
+    const int64_t C = int64_t(is_q ? p.Hq : p.Hkv) * p.D;
+    const T* x = (is_q ? p.q_raw : p.k_raw) + n * C;
+    const T* w = is_q ? p.q_norm : p.k_norm;
+    T* out = (is_q ? p.q : p.k) + n * C;
+    T* cache = !is_q && fits ? p.k_cache + cache_row * C : nullptr;
+
+    float ss = 0.0f;
+    for (int64_t i = threadIdx.x; i < C; i += blockDim.x) {
+        const float v = to_f32(x[i]);
+        ss += v * v;
+    }
+    ss = block_sum(ss);
+    const float r = 1.0f / sqrtf(ss / float(C) + p.eps);
+
+    if (p.inv_freq == nullptr) {
+        for (int64_t i = threadIdx.x; i < C; i += blockDim.x) {
+            const T y = from_f32<T>(to_f32(w[i]) * (to_f32(x[i]) * r));
+            out[i] = y;
+            if (cache) cache[i] = y;
+        }
+        return;
+    }
+    const int half = p.D / 2;
+    const float pos = float(p.positions[n]);
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+        float sn, c;
+        sincosf(pos * p.inv_freq[i], &sn, &c);
+        cs[i] = c * p.scaling;
+        cs[half + i] = sn * p.scaling;
+    }
+    __syncthreads();
+    for (int64_t idx = threadIdx.x; idx < C / 2; idx += blockDim.x) {
+        const int64_t i = idx % half, lo = (idx / half) * p.D + i, hi = lo + half;
+        const float a = to_f32(w[lo]) * (to_f32(x[lo]) * r);
+        const float bb = to_f32(w[hi]) * (to_f32(x[hi]) * r);
+        const float c = cs[i], sn = cs[half + i];
+        const T ya = from_f32<T>(a * c - bb * sn), yb = from_f32<T>(bb * c + a * sn);
+        out[lo] = ya;
+        out[hi] = yb;
+        if (cache) {
+            cache[lo] = ya;
+            cache[hi] = yb;
+        }
+    }
+}
+
+}  // namespace olmo::kernels
