@@ -3,6 +3,7 @@
 // bits on the CPU. Intermediates live in per-thread scratch slots (kFirstSlot and up, which the
 // composed ops do not use), so steady-state calls allocate nothing.
 #include <algorithm>
+#include <cmath>
 #include <type_traits>
 
 #include "cpu/common.h"
@@ -13,6 +14,7 @@ namespace olmo::cpu {
 namespace {
 
 constexpr int kFirstSlot = 9;
+static_assert(kFirstSlot + 7 <= kScratchSlots, "gdn_decode_step needs seven slots");
 
 template <class T>
 constexpr DType dtype_of() {
@@ -65,6 +67,47 @@ void attention_prologue(const Tensor& q, const Tensor& k, const Tensor& k_cache,
     }
     kv_append(k_cache, k, start);
     kv_append(v_cache, v, start);
+}
+
+// conv1d_silu ×3, l2norm ×2, repeat_heads ×2 (GVA), gdn_gates, gdn_recurrent, rmsnorm_gated: the
+// GDN layer's statements for one token with a decoding state.
+void gdn_decode_step(const Tensor& y, const Tensor& state, const Tensor& conv_q_state,
+                     const Tensor& conv_k_state, const Tensor& conv_v_state, const Tensor& q,
+                     const Tensor& k, const Tensor& v, const Tensor& a, const Tensor& b,
+                     const Tensor& z, const Tensor& conv_q, const Tensor& conv_k,
+                     const Tensor& conv_v, const Tensor& A_log, const Tensor& dt_bias,
+                     const Tensor& o_norm, bool allow_neg_eigval, float l2_eps, float norm_eps) {
+    dispatch_float("gdn_decode_step", q.dtype, [&](auto tag) {
+        using T = decltype(tag);
+        const int64_t B = state.shape[0], H = state.shape[1], Dk = state.shape[2],
+                      Dv = state.shape[3];
+        const int64_t Kd = conv_q.shape[0], Vd = conv_v.shape[0], Hk = Kd / Dk;
+        int slot = kFirstSlot;
+        const Tensor q_conv = temporary<T>(slot++, {B, 1, Kd});
+        const Tensor k_conv = temporary<T>(slot++, {B, 1, Kd});
+        const Tensor v_conv = temporary<T>(slot++, {B, 1, Vd});
+        conv1d_silu(q_conv, q.reshape({B, 1, Kd}), conv_q, conv_q_state);
+        conv1d_silu(k_conv, k.reshape({B, 1, Kd}), conv_k, conv_k_state);
+        conv1d_silu(v_conv, v.reshape({B, 1, Vd}), conv_v, conv_v_state);
+        const Tensor q_n = q_conv.reshape({B * Hk, Dk}), k_n = k_conv.reshape({B * Hk, Dk});
+        l2norm(q_n, q_n, l2_eps, 1.0f / std::sqrt(float(Dk)));
+        l2norm(k_n, k_n, l2_eps, 1.0f);
+        Tensor q_rep = q_conv, k_rep = k_conv;
+        if (H != Hk) {
+            q_rep = temporary<T>(slot++, {B, 1, H, Dk});
+            k_rep = temporary<T>(slot++, {B, 1, H, Dk});
+            repeat_heads(q_rep.reshape({B, H, Dk}), q_conv.reshape({B, Hk, Dk}));
+            repeat_heads(k_rep.reshape({B, H, Dk}), k_conv.reshape({B, Hk, Dk}));
+        }
+        const Tensor gates = temporary<T>(slot++, {2, B, 1, H});  // g, then β
+        const Tensor g = gates.select0(0), beta = gates.select0(1);
+        gdn_gates(g.reshape({B, H}), beta.reshape({B, H}), a.reshape({B, H}), b.reshape({B, H}),
+                  A_log, dt_bias, allow_neg_eigval);
+        const Tensor o = temporary<T>(slot++, {B, 1, H, Dv});
+        gdn_recurrent(o, state, q_rep.reshape({B, 1, H, Dk}), k_rep.reshape({B, 1, H, Dk}),
+                      v_conv.reshape({B, 1, H, Dv}), g, beta);
+        rmsnorm_gated(y, o.reshape({B * H, Dv}), z, o_norm, norm_eps);
+    });
 }
 
 }  // namespace olmo::cpu

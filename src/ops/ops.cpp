@@ -762,6 +762,69 @@ void repeat_heads_backward(const Tensor& d_x, const Tensor& d_out) {
     OLMO_DISPATCH(dev, repeat_heads_backward, d_x, d_out);
 }
 
+void gdn_decode_step(const Tensor& y, const Tensor& state, const Tensor& conv_q_state,
+                     const Tensor& conv_k_state, const Tensor& conv_v_state, const Tensor& q,
+                     const Tensor& k, const Tensor& v, const Tensor& a, const Tensor& b,
+                     const Tensor& z, const Tensor& conv_q, const Tensor& conv_k,
+                     const Tensor& conv_v, const Tensor& A_log, const Tensor& dt_bias,
+                     const Tensor& o_norm, bool allow_neg_eigval, float l2_eps, float norm_eps) {
+    const char* op = "gdn_decode_step";
+    const Device dev =
+        one_device(op, y,
+                   {&y, &state, &conv_q_state, &conv_k_state, &conv_v_state, &q, &k, &v, &a, &b, &z,
+                    &conv_q, &conv_k, &conv_v, &A_log, &dt_bias, &o_norm});
+    check_float(op, "q", q);
+    const DType dt = q.dtype;
+    OLMO_CHECK(state.ndim == 4 && state.shape[1] > 0 && state.shape[2] > 0 && state.shape[3] > 0,
+               "[", op, "] state ", state.shape_str(), ": expected [B, H, Dk, Dv]");
+    check_dtype(op, "state", state, compute_dtype(dt));
+    const int64_t B = state.shape[0], H = state.shape[1], Dk = state.shape[2], Dv = state.shape[3];
+    OLMO_CHECK(conv_q.ndim == 2 && conv_q.shape[1] >= 1 && conv_q.shape[0] > 0 &&
+                   conv_q.shape[0] % Dk == 0 && H % (conv_q.shape[0] / Dk) == 0,
+               "[", op, "] conv_q ", conv_q.shape_str(), " and state ", state.shape_str(),
+               ": expected conv_q [Hk·Dk, W] with H a multiple of Hk");
+    const int64_t Kd = conv_q.shape[0], W = conv_q.shape[1], Vd = H * Dv;
+    for (const auto& [name, t] : {std::pair<const char*, const Tensor*>{"y", &y},
+                                  {"conv_q_state", &conv_q_state},
+                                  {"conv_k_state", &conv_k_state},
+                                  {"conv_v_state", &conv_v_state},
+                                  {"k", &k},
+                                  {"v", &v},
+                                  {"a", &a},
+                                  {"b", &b},
+                                  {"z", &z},
+                                  {"conv_q", &conv_q},
+                                  {"conv_k", &conv_k},
+                                  {"conv_v", &conv_v},
+                                  {"A_log", &A_log},
+                                  {"dt_bias", &dt_bias},
+                                  {"o_norm", &o_norm}})
+        check_dtype(op, name, *t, dt);
+    check_shape(op, "conv_k", conv_k, {Kd, W});
+    check_shape(op, "conv_v", conv_v, {Vd, W});
+    check_shape(op, "conv_q_state", conv_q_state, {B, W - 1, Kd});
+    check_shape(op, "conv_k_state", conv_k_state, {B, W - 1, Kd});
+    check_shape(op, "conv_v_state", conv_v_state, {B, W - 1, Vd});
+    // One token per sequence: the projections have B rows.
+    for (const auto& [name, t, width] :
+         {std::tuple<const char*, const Tensor*, int64_t>{"q", &q, Kd},
+          {"k", &k, Kd},
+          {"v", &v, Vd}})
+        OLMO_CHECK(t->ndim >= 1 && last_dim(*t) == width && rows(*t) == B, "[", op, "] ", name, " ",
+                   t->shape_str(), ": expected one row of ", width, " per sequence (B = ", B,
+                   ", T = 1)");
+    check_numel(op, "a", a, B * H, "[B, H]");
+    check_numel(op, "b", b, B * H, "[B, H]");
+    check_numel(op, "z", z, B * Vd, "[B, H·Dv]");
+    check_numel(op, "y", y, B * Vd, "[B·H, Dv]");
+    check_shape(op, "A_log", A_log, {H});
+    check_shape(op, "dt_bias", dt_bias, {H});
+    check_shape(op, "o_norm", o_norm, {Dv});
+    OLMO_DISPATCH(dev, gdn_decode_step, y, state, conv_q_state, conv_k_state, conv_v_state, q, k, v,
+                  a, b, z, conv_q, conv_k, conv_v, A_log, dt_bias, o_norm, allow_neg_eigval, l2_eps,
+                  norm_eps);
+}
+
 // ---- loss --------------------------------------------------------------------------------------
 
 double cross_entropy(const Tensor& d_logits, const Tensor& logits, const Tensor& targets,

@@ -199,6 +199,23 @@ void gdn_chunked_backward(const Tensor& d_q, const Tensor& d_k, const Tensor& d_
 void repeat_heads(const Tensor& out, const Tensor& x);
 void repeat_heads_backward(const Tensor& d_x, const Tensor& d_out);
 
+// One decoding step (T = 1 per sequence, spec §2.6.2-8) of a GDN mixer, from the projections to
+// the gated norm, in one op. It equals, in this order:
+//   conv1d_silu of q, k and v with the rolling conv states;  l2norm of q (scale Dk^-½) and of k
+//   per key head (eps l2_eps);  repeat_heads of q and k when H ≠ Hk (value head h reads key head
+//   h / (H/Hk));  gdn_gates(a, b);  gdn_recurrent for one token on `state`;
+//   y = rmsnorm_gated(o, z, o_norm, norm_eps).
+// Shapes: y [B·H, Dv] (must not alias an input); state [B, H, Dk, Dv] in the compute dtype and
+// conv_q_state, conv_k_state [B, W−1, Hk·Dk], conv_v_state [B, W−1, H·Dv], all updated in place;
+// q, k [B, (1,) Hk·Dk], v [B, (1,) H·Dv]; a, b [B, H] and z [B, H·Dv] (element counts);
+// conv_q, conv_k [Hk·Dk, W], conv_v [H·Dv, W]; A_log, dt_bias [H]; o_norm [Dv].
+void gdn_decode_step(const Tensor& y, const Tensor& state, const Tensor& conv_q_state,
+                     const Tensor& conv_k_state, const Tensor& conv_v_state, const Tensor& q,
+                     const Tensor& k, const Tensor& v, const Tensor& a, const Tensor& b,
+                     const Tensor& z, const Tensor& conv_q, const Tensor& conv_k,
+                     const Tensor& conv_v, const Tensor& A_log, const Tensor& dt_bias,
+                     const Tensor& o_norm, bool allow_neg_eigval, float l2_eps, float norm_eps);
+
 // ---- loss --------------------------------------------------------------------------------------
 
 // Mean cross-entropy of logits[N, V] against targets[N] (i32 or i64); rows whose target equals

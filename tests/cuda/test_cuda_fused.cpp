@@ -254,5 +254,198 @@ TEST(CudaFused, AttentionPrologueSkipsRowsOutsideTheCache) {
     for (const Guarded* g : {&q, &k, &kc, &vc}) EXPECT_TRUE(g->guards_intact());
 }
 
+// ---- gdn_decode_step ---------------------------------------------------------------------------
+
+struct GdnStepCase {
+    int64_t B, Hk, H, Dk, Dv, W;
+};
+const GdnStepCase kGdnStepCases[] = {
+    {1, 30, 30, 96, 192, 4}, {3, 30, 30, 96, 192, 4}, {64, 30, 30, 96, 192, 4},  // released
+    {3, 2, 4, 128, 128, 4},  {2, 2, 4, 96, 192, 4},  // GVA; 384 columns per block (a loop)
+    {2, 3, 3, 16, 32, 4},    {3, 1, 2, 20, 36, 3},   // small and odd sizes
+    {2, 2, 2, 256, 64, 4},   {2, 2, 2, 33, 300, 2},   {1, 4, 4, 64, 48, 4},
+};
+
+// The weights and states of one GDN layer, on the host (rounded through the storage dtype) and on
+// the device.
+struct GdnLayer {
+    In conv_q, conv_k, conv_v, A_log, dt_bias, o_norm;
+    OwnedTensor state, cq, ck, cv;  // host f32 initial states (conv states rounded)
+    GdnLayer(const GdnStepCase& c, DType dt)
+        : conv_q(make_in(randn({c.Hk * c.Dk, c.W}, 21, 0.5f), dt)),
+          conv_k(make_in(randn({c.Hk * c.Dk, c.W}, 22, 0.5f), dt)),
+          conv_v(make_in(randn({c.H * c.Dv, c.W}, 23, 0.5f), dt)),
+          A_log(make_in(randu({c.H}, 24, -1.0f, 1.5f), dt)),
+          dt_bias(make_in(randu({c.H}, 25, -1.0f, 1.0f), dt)),
+          o_norm(make_in(randu({c.Dv}, 26, 0.5f, 1.5f), dt)),
+          state(randn({c.B, c.H, c.Dk, c.Dv}, 27, 0.3f)),
+          cq(rounded(randn({c.B, c.W - 1, c.Hk * c.Dk}, 28, 2.0f), dt)),
+          ck(rounded(randn({c.B, c.W - 1, c.Hk * c.Dk}, 29, 2.0f), dt)),
+          cv(rounded(randn({c.B, c.W - 1, c.H * c.Dv}, 30, 2.0f), dt)) {}
+};
+
+// The projections of one decoding step.
+struct GdnStepInputs {
+    In q, k, v, a, b, z;
+    GdnStepInputs(const GdnStepCase& c, DType dt, uint64_t seed)
+        : q(make_in(randn({c.B, 1, c.Hk * c.Dk}, seed + 1), dt)),
+          k(make_in(randn({c.B, 1, c.Hk * c.Dk}, seed + 2), dt)),
+          v(make_in(randn({c.B, 1, c.H * c.Dv}, seed + 3), dt)),
+          a(make_in(randu({c.B, c.H}, seed + 4, -3.0f, 3.0f), dt)),
+          b(make_in(randn({c.B, c.H}, seed + 5, 2.0f), dt)),
+          z(make_in(randn({c.B, c.H * c.Dv}, seed + 6, 2.0f), dt)) {}
+};
+
+// Device states of a GDN layer, guarded.
+struct GdnDeviceState {
+    Guarded state, cq, ck, cv;
+    GdnDeviceState(const GdnLayer& l, DType dt)
+        : state(preset(DType::f32, l.state)),
+          cq(preset(dt, l.cq)),
+          ck(preset(dt, l.ck)),
+          cv(preset(dt, l.cv)) {}
+};
+
+void gdn_step(const Tensor& y, const GdnDeviceState& s, const GdnLayer& l, const GdnStepInputs& in,
+              bool neg) {
+    ops::gdn_decode_step(y, s.state, s.cq, s.ck, s.cv, in.q.dev, in.k.dev, in.v.dev, in.a.dev,
+                         in.b.dev, in.z.dev, l.conv_q.dev, l.conv_k.dev, l.conv_v.dev, l.A_log.dev,
+                         l.dt_bias.dev, l.o_norm.dev, neg, 1e-6f, 1e-5f);
+}
+
+TEST(CudaFused, GdnDecodeStepMatchesCpu) {
+    OLMO_REQUIRE_CUDA();
+    int index = 0;
+    for (DType dt : kStorage)
+        for (const GdnStepCase& c : kGdnStepCases) {
+            const bool neg = (index++ % 2) == 0;
+            SCOPED_TRACE(cat(dtype_name(dt), " B ", c.B, " Hk ", c.Hk, " H ", c.H, " Dk ", c.Dk,
+                             " Dv ", c.Dv, " W ", c.W, neg ? " neg" : ""));
+            const GdnLayer layer(c, dt);
+            OwnedTensor s_ref = to_host_f32(layer.state), cq_ref = to_host_f32(layer.cq),
+                        ck_ref = to_host_f32(layer.ck), cv_ref = to_host_f32(layer.cv);
+            const GdnDeviceState dev(layer, dt);
+            for (uint64_t step = 0; step < 2; ++step) {  // the second step reads rolled states
+                SCOPED_TRACE(cat("step ", step));
+                const GdnStepInputs in(c, dt, 100 * (step + 1));
+                OwnedTensor y_ref(DType::f32, {c.B * c.H, c.Dv});
+                ops::gdn_decode_step(y_ref, s_ref, cq_ref, ck_ref, cv_ref, in.q.host, in.k.host,
+                                     in.v.host, in.a.host, in.b.host, in.z.host, layer.conv_q.host,
+                                     layer.conv_k.host, layer.conv_v.host, layer.A_log.host,
+                                     layer.dt_bias.host, layer.o_norm.host, neg, 1e-6f, 1e-5f);
+                const Guarded y = out_like(dt, y_ref);
+                gdn_step(y, dev, layer, in, neg);
+                EXPECT_TRUE(matches(y, y_ref, "gdn_decode", dt));
+                // Nothing is rounded before y: the f32 state follows the f32 reference in both
+                // storage dtypes, and the conv states are copies of the inputs.
+                EXPECT_TRUE(matches(dev.state, s_ref, "gdn_decode", DType::f32));
+                EXPECT_TRUE(close(dev.cq, cq_ref, 0.0));
+                EXPECT_TRUE(close(dev.ck, ck_ref, 0.0));
+                EXPECT_TRUE(close(dev.cv, cv_ref, 0.0));
+                for (const Guarded* g : {&y, &dev.state, &dev.cq, &dev.ck, &dev.cv})
+                    EXPECT_TRUE(g->guards_intact());
+            }
+        }
+}
+
+// ---- CUDA graph capture of the fused decode ops
+// ---------------------------------------------------
+
+// One GDN decode step, one attention prologue and one post-norm residual update captured on the op
+// stream and replayed twice give exactly what two eager calls give, and match the CPU.
+TEST(CudaFused, DecodeOpsReplayLikeEager) {
+    OLMO_REQUIRE_CUDA();
+    for (DType dt : kStorage) {
+        SCOPED_TRACE(dtype_name(dt));
+        const GdnStepCase g{4, 30, 30, 96, 192, 4};
+        const GdnLayer layer(g, dt);
+        const GdnStepInputs in(g, dt, 300);
+        const int64_t B = 4, H = 30, D = 128, L = 16, C = 3840;
+        In q_raw = make_in(randn({B, H * D}, 31, 2.0f), dt),
+           k_raw = make_in(randn({B, H * D}, 32, 2.0f), dt);
+        In v = make_in(randn({B, 1, H, D}, 33), dt),
+           qn = make_in(randu({H * D}, 34, 0.5f, 1.5f), dt),
+           kn = make_in(randu({H * D}, 35, 0.5f, 1.5f), dt);
+        In x = make_in(randn({B, C}, 36, 2.0f), dt), w = make_in(randu({C}, 37, 0.5f, 1.5f), dt);
+        const OwnedTensor cache0 = rounded(randn({B, L, H, D}, 38), dt),
+                          h0 = rounded(randn({B, C}, 39), dt);
+        const std::vector<int32_t> start = {0, 3, 7, 15}, pos = {0, 3, 7, 15};
+        const OwnedTensor freq = frequencies(D), freq_dev = to_device(freq, DType::f32);
+        const OwnedTensor pos_dev = i32_tensor(pos, Device::cuda),
+                          start_dev = i32_tensor(start, Device::cuda);
+
+        struct Buffers {
+            GdnDeviceState s;
+            Guarded y, q, k, kc, vc, h;
+        };
+        auto make = [&] {
+            return Buffers{GdnDeviceState(layer, dt),
+                           Guarded(dt, {B * H, 192}),
+                           Guarded(dt, {B, 1, H, D}),
+                           Guarded(dt, {B, 1, H, D}),
+                           preset(dt, cache0),
+                           preset(dt, cache0),
+                           preset(dt, h0)};
+        };
+        auto step = [&](const Buffers& o) {
+            gdn_step(o.y, o.s, layer, in, true);
+            ops::attention_prologue(o.q, o.k, o.kc, o.vc, q_raw.dev, k_raw.dev, v.dev, qn.dev,
+                                    kn.dev, pos_dev, freq_dev, start_dev, 1e-6f, 1.0f);
+            ops::rmsnorm_add(o.h, o.h, x.dev, w.dev, 1e-6f);
+        };
+        Buffers graph_out = make(), eager_out = make();
+
+        cudaStream_t stream = cuda::current_stream();
+        cudaGraph_t graph = nullptr;
+        cudaGraphExec_t exec = nullptr;
+        ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
+        step(graph_out);
+        ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+        ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+        for (int i = 0; i < 2; ++i) ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+        ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+        cudaGraphExecDestroy(exec);
+        cudaGraphDestroy(graph);
+        for (int i = 0; i < 2; ++i) step(eager_out);
+
+        const Guarded* gs[] = {
+            &graph_out.s.state, &graph_out.s.cq, &graph_out.s.ck, &graph_out.s.cv, &graph_out.y,
+            &graph_out.q,       &graph_out.k,    &graph_out.kc,   &graph_out.vc,   &graph_out.h};
+        const Guarded* es[] = {
+            &eager_out.s.state, &eager_out.s.cq, &eager_out.s.ck, &eager_out.s.cv, &eager_out.y,
+            &eager_out.q,       &eager_out.k,    &eager_out.kc,   &eager_out.vc,   &eager_out.h};
+        for (size_t i = 0; i < std::size(gs); ++i) {
+            EXPECT_TRUE(close(*gs[i], to_host_f32(*es[i]), 0.0)) << "output " << i;
+            EXPECT_TRUE(gs[i]->guards_intact()) << "output " << i;
+        }
+
+        // The CPU, two steps.
+        OwnedTensor s_ref = to_host_f32(layer.state), cq_ref = to_host_f32(layer.cq),
+                    ck_ref = to_host_f32(layer.ck), cv_ref = to_host_f32(layer.cv);
+        OwnedTensor y_ref(DType::f32, {B * H, 192}), q_ref(DType::f32, {B, 1, H, D}),
+            k_ref(DType::f32, {B, 1, H, D});
+        OwnedTensor kc_ref = to_host_f32(cache0), vc_ref = to_host_f32(cache0),
+                    h_ref = to_host_f32(h0);
+        for (int i = 0; i < 2; ++i) {
+            ops::gdn_decode_step(y_ref, s_ref, cq_ref, ck_ref, cv_ref, in.q.host, in.k.host,
+                                 in.v.host, in.a.host, in.b.host, in.z.host, layer.conv_q.host,
+                                 layer.conv_k.host, layer.conv_v.host, layer.A_log.host,
+                                 layer.dt_bias.host, layer.o_norm.host, true, 1e-6f, 1e-5f);
+            ops::attention_prologue(q_ref, k_ref, kc_ref, vc_ref, q_raw.host, k_raw.host, v.host,
+                                    qn.host, kn.host, i32_tensor(pos, Device::cpu), freq,
+                                    i32_tensor(start, Device::cpu), 1e-6f, 1.0f);
+            ops::rmsnorm_add(h_ref, h_ref, x.host, w.host, 1e-6f);
+        }
+        EXPECT_TRUE(matches(graph_out.y, y_ref, "gdn_decode", dt));
+        EXPECT_TRUE(matches(graph_out.s.state, s_ref, "gdn_decode", DType::f32));
+        EXPECT_TRUE(close(graph_out.s.cv, cv_ref, 0.0));
+        EXPECT_TRUE(matches(graph_out.q, q_ref, "rope", dt));
+        EXPECT_TRUE(matches(graph_out.kc, kc_ref, "rope", dt));
+        EXPECT_TRUE(close(graph_out.vc, vc_ref, 0.0));
+        // Two residual updates, each rounded once to the storage dtype on the device.
+        EXPECT_TRUE(close(graph_out.h, h_ref, 2 * tolerance("norm", dt)));
+    }
+}
+
 }  // namespace
 }  // namespace olmo::testing

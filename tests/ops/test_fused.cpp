@@ -3,6 +3,7 @@
 // contract allows it; and their argument checks.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -165,6 +166,120 @@ TEST(Fused, AttentionPrologueChecksItsArguments) {
     OwnedTensor late = index_tensor({B}, {0, L});  // the row would land past the cache
     EXPECT_THROW(
         ops::attention_prologue(q, k, kc, vc, raw, raw, v, w, w, pos, freq, late, 1e-6f, 1.0f),
+        Error);
+}
+
+// ---- gdn_decode_step ---------------------------------------------------------------------------
+
+struct GdnStepCase {
+    int64_t B, Hk, H, Dk, Dv, W;
+};
+
+// The weights and states of one GDN layer and the projections of one decoding step.
+struct GdnStepOperands {
+    OwnedTensor conv_q, conv_k, conv_v, A_log, dt_bias, o_norm;  // weights
+    OwnedTensor state, cq, ck, cv;                               // states
+    GdnStepOperands(const GdnStepCase& c, DType dt)
+        : conv_q(rnd({c.Hk * c.Dk, c.W}, 11, dt, 0.5)),
+          conv_k(rnd({c.Hk * c.Dk, c.W}, 12, dt, 0.5)),
+          conv_v(rnd({c.H * c.Dv, c.W}, 13, dt, 0.5)),
+          A_log(rnd_uniform({c.H}, 14, dt, -1.0, 1.5)),
+          dt_bias(rnd_uniform({c.H}, 15, dt, -1.0, 1.0)),
+          o_norm(rnd_uniform({c.Dv}, 16, dt, 0.5, 1.5)),
+          state(rnd({c.B, c.H, c.Dk, c.Dv}, 17, dt, 0.3)),
+          cq(rnd({c.B, c.W - 1, c.Hk * c.Dk}, 18, dt, 2.0)),
+          ck(rnd({c.B, c.W - 1, c.Hk * c.Dk}, 19, dt, 2.0)),
+          cv(rnd({c.B, c.W - 1, c.H * c.Dv}, 20, dt, 2.0)) {}
+};
+
+TEST(Fused, GdnDecodeStepEqualsTheLayerStatements) {
+    const GdnStepCase cases[] = {{1, 2, 2, 8, 16, 4},
+                                 {3, 2, 4, 8, 12, 4},
+                                 {2, 3, 3, 20, 36, 3},
+                                 {5, 1, 3, 6, 10, 2},
+                                 {2, 1, 2, 4, 6, 1}};
+    for (DType dt : kDtypes)
+        for (const GdnStepCase& c : cases)
+            for (bool neg : {true, false}) {
+                SCOPED_TRACE(cat(dtype_name(dt), " B ", c.B, " Hk ", c.Hk, " H ", c.H, " Dk ", c.Dk,
+                                 " Dv ", c.Dv, " W ", c.W, neg ? " neg" : ""));
+                const int64_t B = c.B, H = c.H, Hk = c.Hk, Dk = c.Dk, Dv = c.Dv;
+                const int64_t Kd = Hk * Dk, Vd = H * Dv;
+                const GdnStepOperands ref(c, dt), fused(c, dt);
+                for (uint64_t step = 0; step < 2; ++step) {  // the second step reads rolled states
+                    SCOPED_TRACE(cat("step ", step));
+                    const uint64_t s = 100 * (step + 1);
+                    OwnedTensor q = rnd({B, 1, Kd}, s + 1, dt), k = rnd({B, 1, Kd}, s + 2, dt),
+                                v = rnd({B, 1, Vd}, s + 3, dt);
+                    OwnedTensor a = rnd_uniform({B, H}, s + 4, dt, -3.0, 3.0),
+                                b = rnd({B, H}, s + 5, dt, 2.0), z = rnd({B, Vd}, s + 6, dt, 2.0);
+
+                    // The GDN layer's statements for T = 1 with a decoding state.
+                    OwnedTensor qc(dt, {B, 1, Kd}), kc(dt, {B, 1, Kd}), vc(dt, {B, 1, Vd});
+                    ops::conv1d_silu(qc, q, ref.conv_q, ref.cq);
+                    ops::conv1d_silu(kc, k, ref.conv_k, ref.ck);
+                    ops::conv1d_silu(vc, v, ref.conv_v, ref.cv);
+                    const Tensor qn = qc.view().reshape({B * Hk, Dk}),
+                                 kn = kc.view().reshape({B * Hk, Dk});
+                    ops::l2norm(qn, qn, 1e-6f, 1.0f / std::sqrt(float(Dk)));
+                    ops::l2norm(kn, kn, 1e-6f, 1.0f);
+                    OwnedTensor q_rep(dt, {B, 1, H, Dk}), k_rep(dt, {B, 1, H, Dk});
+                    ops::repeat_heads(q_rep.view().reshape({B, H, Dk}),
+                                      qc.view().reshape({B, Hk, Dk}));
+                    ops::repeat_heads(k_rep.view().reshape({B, H, Dk}),
+                                      kc.view().reshape({B, Hk, Dk}));
+                    OwnedTensor g(dt, {B, 1, H}), beta(dt, {B, 1, H});
+                    ops::gdn_gates(g.view().reshape({B, H}), beta.view().reshape({B, H}), a, b,
+                                   ref.A_log, ref.dt_bias, neg);
+                    OwnedTensor o(dt, {B, 1, H, Dv}), y_ref(dt, {B * H, Dv});
+                    ops::gdn_recurrent(o, ref.state, q_rep, k_rep, vc.view().reshape({B, 1, H, Dv}),
+                                       g, beta);
+                    ops::rmsnorm_gated(y_ref, o.view().reshape({B * H, Dv}),
+                                       z.view().reshape({B * H, Dv}), ref.o_norm, 1e-5f);
+
+                    OwnedTensor y(dt, {B * H, Dv});
+                    ops::gdn_decode_step(y, fused.state, fused.cq, fused.ck, fused.cv, q, k, v, a,
+                                         b, z, fused.conv_q, fused.conv_k, fused.conv_v,
+                                         fused.A_log, fused.dt_bias, fused.o_norm, neg, 1e-6f,
+                                         1e-5f);
+                    EXPECT_TRUE(identical(y, y_ref));
+                    EXPECT_TRUE(identical(fused.state, ref.state));
+                    EXPECT_TRUE(identical(fused.cq, ref.cq));
+                    EXPECT_TRUE(identical(fused.ck, ref.ck));
+                    EXPECT_TRUE(identical(fused.cv, ref.cv));
+                }
+            }
+}
+
+TEST(Fused, GdnDecodeStepChecksItsArguments) {
+    const GdnStepCase c{2, 1, 2, 4, 6, 4};
+    const DType dt = DType::f32;
+    const GdnStepOperands w(c, dt);
+    const int64_t Kd = c.Hk * c.Dk, Vd = c.H * c.Dv;
+    OwnedTensor q = rnd({c.B, 1, Kd}, 1, dt), v = rnd({c.B, 1, Vd}, 2, dt);
+    OwnedTensor a = rnd({c.B, c.H}, 3, dt), z = rnd({c.B, Vd}, 4, dt), y(dt, {c.B * c.H, c.Dv});
+    auto step = [&](const Tensor& yy, const Tensor& state, const Tensor& qq, const Tensor& cq,
+                    const Tensor& conv_v) {
+        ops::gdn_decode_step(yy, state, cq, w.ck, w.cv, qq, qq, v, a, a, z, w.conv_q, w.conv_k,
+                             conv_v, w.A_log, w.dt_bias, w.o_norm, true, 1e-6f, 1e-5f);
+    };
+    step(y, w.state, q, w.cq, w.conv_v);  // valid
+    OwnedTensor two_tokens = rnd({c.B, 2, Kd}, 5, dt);
+    EXPECT_THROW(step(y, w.state, two_tokens, w.cq, w.conv_v), Error);
+    OwnedTensor state64 = rnd({c.B, c.H, c.Dk, c.Dv}, 6, DType::f64);
+    EXPECT_THROW(step(y, state64, q, w.cq, w.conv_v), Error);
+    OwnedTensor short_state = rnd({c.B, 2, Kd}, 7, dt);  // W − 1 = 3 rows expected
+    EXPECT_THROW(step(y, w.state, q, short_state, w.conv_v), Error);
+    OwnedTensor conv_v3 = rnd({Vd, 3}, 8, dt);
+    EXPECT_THROW(step(y, w.state, q, w.cq, conv_v3), Error);
+    OwnedTensor y_short(dt, {c.B * c.H, c.Dv - 1});
+    EXPECT_THROW(step(y_short, w.state, q, w.cq, w.conv_v), Error);
+    // H = 2 value heads cannot share Hk = 3 key heads of Dk = 4 (conv_q of 12 rows).
+    OwnedTensor conv_q3 = rnd({3 * c.Dk, c.W}, 9, dt);
+    OwnedTensor q3 = rnd({c.B, 1, 3 * c.Dk}, 10, dt), cq3 = rnd({c.B, c.W - 1, 3 * c.Dk}, 11, dt);
+    EXPECT_THROW(
+        ops::gdn_decode_step(y, w.state, cq3, cq3, w.cv, q3, q3, v, a, a, z, conv_q3, conv_q3,
+                             w.conv_v, w.A_log, w.dt_bias, w.o_norm, true, 1e-6f, 1e-5f),
         Error);
 }
 

@@ -1,0 +1,85 @@
+// Launcher of the fused GDN decode step (kernels/gdn_decode.cuh): one kernel per call, one block
+// per (sequence, key head). The state column of each thread lives in registers, KMAX ≥ Dk of them.
+#include <cmath>
+
+#include "cuda/dispatch.h"
+#include "cuda/kernels/gdn_decode.cuh"
+#include "cuda/launch.h"
+#include "cuda/ops_cuda.h"
+
+namespace olmo::cuda {
+
+namespace {
+
+constexpr size_t kMaxSharedBytes = 48 * 1024;  // without opting in to more
+
+template <class T, int KMAX>
+void launch(const kernels::GdnDecodeArgs<T>& args, int64_t B) {
+    // Up to one thread per state column of the block's value heads; fewer threads for long columns
+    // (the register budget), which then loop over the columns.
+    constexpr int kMaxThreads = KMAX <= 64 ? 512 : 256;
+    const int64_t columns = int64_t(args.H / args.Hk) * args.Dv;
+    const int threads = int(std::min<int64_t>((columns + 31) / 32 * 32, kMaxThreads));
+    const size_t smem = size_t(2 * args.Dk + columns) * sizeof(float);
+    if (smem > kMaxSharedBytes)
+        fail("[gdn_decode_step] ", args.H / args.Hk, " value heads of ", args.Dv,
+             " per key head need ", smem, " bytes of shared memory, more than ", kMaxSharedBytes);
+    kernels::gdn_decode_step_kernel<T, KMAX, kMaxThreads>
+        <<<unsigned(B * args.Hk), threads, smem, current_stream()>>>(args);
+    CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+void gdn_decode_step(const Tensor& y, const Tensor& state, const Tensor& conv_q_state,
+                     const Tensor& conv_k_state, const Tensor& conv_v_state, const Tensor& q,
+                     const Tensor& k, const Tensor& v, const Tensor& a, const Tensor& b,
+                     const Tensor& z, const Tensor& conv_q, const Tensor& conv_k,
+                     const Tensor& conv_v, const Tensor& A_log, const Tensor& dt_bias,
+                     const Tensor& o_norm, bool allow_neg_eigval, float l2_eps, float norm_eps) {
+    const int64_t B = state.shape[0], H = state.shape[1], Dk = state.shape[2], Dv = state.shape[3];
+    if (B == 0) return;
+    if (Dk > 256) fail("[gdn_decode_step] CUDA supports key head dims up to 256, got ", Dk);
+    dispatch_float(q, "gdn_decode_step", [&](auto tag) {
+        using T = decltype(tag);
+        kernels::GdnDecodeArgs<T> p{};
+        p.y = ptr<T>(y);
+        p.state = ptr<float>(state);
+        p.conv_q_state = ptr<T>(conv_q_state);
+        p.conv_k_state = ptr<T>(conv_k_state);
+        p.conv_v_state = ptr<T>(conv_v_state);
+        p.q = ptr<T>(q);
+        p.k = ptr<T>(k);
+        p.v = ptr<T>(v);
+        p.a = ptr<T>(a);
+        p.b = ptr<T>(b);
+        p.z = ptr<T>(z);
+        p.conv_q = ptr<T>(conv_q);
+        p.conv_k = ptr<T>(conv_k);
+        p.conv_v = ptr<T>(conv_v);
+        p.A_log = ptr<T>(A_log);
+        p.dt_bias = ptr<T>(dt_bias);
+        p.o_norm = ptr<T>(o_norm);
+        p.H = int(H);
+        p.Hk = int(conv_q.shape[0] / Dk);
+        p.Dk = int(Dk);
+        p.Dv = int(Dv);
+        p.W = int(conv_q.shape[1]);
+        p.beta_scale = allow_neg_eigval ? 2.0f : 1.0f;
+        p.q_scale = 1.0f / std::sqrt(float(Dk));
+        p.l2_eps = l2_eps;
+        p.norm_eps = norm_eps;
+        if (Dk <= 32)
+            launch<T, 32>(p, B);
+        else if (Dk <= 64)
+            launch<T, 64>(p, B);
+        else if (Dk <= 96)
+            launch<T, 96>(p, B);
+        else if (Dk <= 128)
+            launch<T, 128>(p, B);
+        else
+            launch<T, 256>(p, B);
+    });
+}
+
+}  // namespace olmo::cuda
