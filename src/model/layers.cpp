@@ -161,6 +161,18 @@ static void mlp_forward(const Tensor& out, const Tensor& x, const MlpActs& m, co
     ops::matmul(out, m.act, w.down_proj, accumulate);
 }
 
+// h = r + RMSNorm(x), the post-norms of attention layers. Training keeps RMSNorm(x) in `normed`;
+// inference needs only the sum, one fused op.
+static void add_post_norm(const Tensor& h, const Tensor& r, const Tensor& x, const Tensor& normed,
+                          const Tensor& w, float eps, bool keep) {
+    if (!keep) {
+        ops::rmsnorm_add(h, r, x, w, eps);
+        return;
+    }
+    ops::rmsnorm(normed, x, w, eps);
+    ops::add(h, r, normed);
+}
+
 void attention_layer_forward(const Tensor& h_out, const Tensor& h_in, const AttnActs& a,
                              int64_t layer, const Model& model, InferenceState* state,
                              int64_t slot0, const BatchInfo& bt) {
@@ -171,23 +183,26 @@ void attention_layer_forward(const Tensor& h_out, const Tensor& h_in, const Attn
     const float eps = float(c.rms_norm_eps);
     project(h_in, {{a.q_raw, w.q_proj},
                    {a.k_raw, w.k_proj},
-                   {a.v.reshape({N, Hkv * D}), w.v_proj}});          // (2.4.1)
-    ops::rmsnorm(a.q.reshape({N, Hq * D}), a.q_raw, w.q_norm, eps);  // QK-norm, full width (2.4.2)
-    ops::rmsnorm(a.k.reshape({N, Hkv * D}), a.k_raw, w.k_norm, eps);
+                   {a.v.reshape({N, Hkv * D}), w.v_proj}});  // (2.4.1)
     const RopeConfig& rope = c.rope_for(layer);
-    if (rope.enabled) {  // (2.4.4)
-        ops::rope(a.q.reshape({N, Hq, D}), a.q.reshape({N, Hq, D}), bt.positions,
-                  model.inv_freq(layer), rope.attention_scaling());
-        ops::rope(a.k.reshape({N, Hkv, D}), a.k.reshape({N, Hkv, D}), bt.positions,
-                  model.inv_freq(layer), rope.attention_scaling());
-    }
     Tensor k_all = a.k, v_all = a.v;
-    if (state) {
+    if (state) {  // QK-norm, RoPE and the KV-cache appends in one op
         InferenceState::Layer& st = state->layers[layer];
         k_all = st.k->narrow0(slot0, B);
         v_all = st.v->narrow0(slot0, B);
-        ops::kv_append(k_all, a.k, bt.start);
-        ops::kv_append(v_all, a.v, bt.start);
+        ops::attention_prologue(a.q, a.k, k_all, v_all, a.q_raw, a.k_raw, a.v, w.q_norm, w.k_norm,
+                                bt.positions, rope.enabled ? model.inv_freq(layer) : Tensor(),
+                                bt.start, eps, rope.attention_scaling());
+    } else {
+        // QK-norm, full width (2.4.2)
+        ops::rmsnorm(a.q.reshape({N, Hq * D}), a.q_raw, w.q_norm, eps);
+        ops::rmsnorm(a.k.reshape({N, Hkv * D}), a.k_raw, w.k_norm, eps);
+        if (rope.enabled) {  // (2.4.4)
+            ops::rope(a.q.reshape({N, Hq, D}), a.q.reshape({N, Hq, D}), bt.positions,
+                      model.inv_freq(layer), rope.attention_scaling());
+            ops::rope(a.k.reshape({N, Hkv, D}), a.k.reshape({N, Hkv, D}), bt.positions,
+                      model.inv_freq(layer), rope.attention_scaling());
+        }
     }
     const float scale = 1.0f / std::sqrt(float(D));
     if (bt.segments.empty()) {
@@ -200,12 +215,13 @@ void attention_layer_forward(const Tensor& h_out, const Tensor& h_in, const Attn
                            segment_view(a.v, s), s.kv_len, c.window_for(layer), scale);
     }
     ops::matmul(a.o_raw, a.attn.reshape({N, Hq * D}), w.o_proj);  // (2.4.6)
-    ops::rmsnorm(a.o, a.o_raw, w.post_attention_layernorm, eps);
-    const Tensor h_mid = a.h_mid.empty() ? h_out : a.h_mid;
-    ops::add(h_mid, h_in, a.o);  // h = r + RMSNorm_pa(attn(r))
+    const bool keep = !a.h_mid.empty();
+    const Tensor h_mid = keep ? a.h_mid : h_out;
+    // h = r + RMSNorm_pa(attn(r))
+    add_post_norm(h_mid, h_in, a.o_raw, a.o, w.post_attention_layernorm, eps, keep);
     mlp_forward(a.m_raw, h_mid, a.mlp, model.w().layers[layer].mlp);
-    ops::rmsnorm(a.m, a.m_raw, w.post_feedforward_layernorm, eps);
-    ops::add(h_out, h_mid, a.m);  // h = r + RMSNorm_pf(mlp(r))
+    // h = r + RMSNorm_pf(mlp(r))
+    add_post_norm(h_out, h_mid, a.m_raw, a.m, w.post_feedforward_layernorm, eps, keep);
     (void)T;
 }
 
@@ -236,46 +252,52 @@ void gdn_layer_forward(const Tensor& h_out, const Tensor& h_in, const GdnActs& a
         S = arena.alloc(DType::f32, {B, H, Dk, Dv});
         ops::fill(S, 0.0f);
     }
-    if (bt.segments.empty()) {
-        ops::conv1d_silu(a.q_conv, a.q_pre, w.conv_q, conv_q);  // silu(conv4(q̃))   (2.6.2)
-        ops::conv1d_silu(a.k_conv, a.k_pre, w.conv_k, conv_k);
-        ops::conv1d_silu(a.v_conv, a.v_pre, w.conv_v, conv_v);
-    } else {  // each document starts with an empty conv history
-        OLMO_CHECK(!state, "document masking is for training (no decoding state)");
-        for (const Segment& s : bt.segments) {
-            ops::conv1d_silu(segment_view(a.q_conv, s), segment_view(a.q_pre, s), w.conv_q,
-                             Tensor());
-            ops::conv1d_silu(segment_view(a.k_conv, s), segment_view(a.k_pre, s), w.conv_k,
-                             Tensor());
-            ops::conv1d_silu(segment_view(a.v_conv, s), segment_view(a.v_pre, s), w.conv_v,
-                             Tensor());
-        }
-    }
-    ops::l2norm(a.q.reshape({N * Hk, Dk}), a.q_conv.reshape({N * Hk, Dk}), kL2NormEps,
-                1.0f / std::sqrt(float(Dk)));  // q̂ = q/‖q‖·Dk^-½   (2.6.6)
-    ops::l2norm(a.k.reshape({N * Hk, Dk}), a.k_conv.reshape({N * Hk, Dk}), kL2NormEps, 1.0f);
-    if (H != Hk) {  // GVA (2.6.3)
-        ops::repeat_heads(a.q_rep.reshape({N, H, Dk}), a.q.reshape({N, Hk, Dk}));
-        ops::repeat_heads(a.k_rep.reshape({N, H, Dk}), a.k.reshape({N, Hk, Dk}));
-    }
-    ops::gdn_gates(a.g.reshape({N, H}), a.beta.reshape({N, H}), a.a, a.b, w.A_log, w.dt_bias,
-                   c.linear_allow_neg_eigval);  // g, β            (2.6.4-5)
-    const Tensor v = a.v_conv.reshape({B, T, H, Dv});
-    if (!bt.segments.empty()) {                 // S_t, o_t          (2.6.7)
-        for (const Segment& s : bt.segments) {  // each document from a zero state
-            Tensor S0 = arena.alloc(DType::f32, {1, H, Dk, Dv});
-            ops::fill(S0, 0.0f);
-            ops::gdn_chunked(segment_view(a.o, s), S0, segment_view(a.q_rep, s),
-                             segment_view(a.k_rep, s), segment_view(v, s), segment_view(a.g, s),
-                             segment_view(a.beta, s));
-        }
-    } else if (T >= kChunkedMinTokens || !state) {
-        ops::gdn_chunked(a.o, S, a.q_rep, a.k_rep, v, a.g, a.beta);
+    if (state && T == 1 && bt.segments.empty()) {  // decoding: (2.6.2-8) in one op
+        ops::gdn_decode_step(a.y, S, conv_q, conv_k, conv_v, a.q_pre, a.k_pre, a.v_pre, a.a, a.b,
+                             a.z, w.conv_q, w.conv_k, w.conv_v, w.A_log, w.dt_bias, w.o_norm,
+                             c.linear_allow_neg_eigval, kL2NormEps, kGdnNormEps);
     } else {
-        ops::gdn_recurrent(a.o, S, a.q_rep, a.k_rep, v, a.g, a.beta);
+        if (bt.segments.empty()) {
+            ops::conv1d_silu(a.q_conv, a.q_pre, w.conv_q, conv_q);  // silu(conv4(q̃))   (2.6.2)
+            ops::conv1d_silu(a.k_conv, a.k_pre, w.conv_k, conv_k);
+            ops::conv1d_silu(a.v_conv, a.v_pre, w.conv_v, conv_v);
+        } else {  // each document starts with an empty conv history
+            OLMO_CHECK(!state, "document masking is for training (no decoding state)");
+            for (const Segment& s : bt.segments) {
+                ops::conv1d_silu(segment_view(a.q_conv, s), segment_view(a.q_pre, s), w.conv_q,
+                                 Tensor());
+                ops::conv1d_silu(segment_view(a.k_conv, s), segment_view(a.k_pre, s), w.conv_k,
+                                 Tensor());
+                ops::conv1d_silu(segment_view(a.v_conv, s), segment_view(a.v_pre, s), w.conv_v,
+                                 Tensor());
+            }
+        }
+        ops::l2norm(a.q.reshape({N * Hk, Dk}), a.q_conv.reshape({N * Hk, Dk}), kL2NormEps,
+                    1.0f / std::sqrt(float(Dk)));  // q̂ = q/‖q‖·Dk^-½   (2.6.6)
+        ops::l2norm(a.k.reshape({N * Hk, Dk}), a.k_conv.reshape({N * Hk, Dk}), kL2NormEps, 1.0f);
+        if (H != Hk) {  // GVA (2.6.3)
+            ops::repeat_heads(a.q_rep.reshape({N, H, Dk}), a.q.reshape({N, Hk, Dk}));
+            ops::repeat_heads(a.k_rep.reshape({N, H, Dk}), a.k.reshape({N, Hk, Dk}));
+        }
+        ops::gdn_gates(a.g.reshape({N, H}), a.beta.reshape({N, H}), a.a, a.b, w.A_log, w.dt_bias,
+                       c.linear_allow_neg_eigval);  // g, β            (2.6.4-5)
+        const Tensor v = a.v_conv.reshape({B, T, H, Dv});
+        if (!bt.segments.empty()) {                 // S_t, o_t          (2.6.7)
+            for (const Segment& s : bt.segments) {  // each document from a zero state
+                Tensor S0 = arena.alloc(DType::f32, {1, H, Dk, Dv});
+                ops::fill(S0, 0.0f);
+                ops::gdn_chunked(segment_view(a.o, s), S0, segment_view(a.q_rep, s),
+                                 segment_view(a.k_rep, s), segment_view(v, s), segment_view(a.g, s),
+                                 segment_view(a.beta, s));
+            }
+        } else if (T >= kChunkedMinTokens || !state) {
+            ops::gdn_chunked(a.o, S, a.q_rep, a.k_rep, v, a.g, a.beta);
+        } else {
+            ops::gdn_recurrent(a.o, S, a.q_rep, a.k_rep, v, a.g, a.beta);
+        }
+        ops::rmsnorm_gated(a.y, a.o.reshape({N * H, Dv}), a.z.reshape({N * H, Dv}), w.o_norm,
+                           kGdnNormEps);  // RMSNorm(o) ⊙ silu(z) (2.6.8)
     }
-    ops::rmsnorm_gated(a.y, a.o.reshape({N * H, Dv}), a.z.reshape({N * H, Dv}), w.o_norm,
-                       kGdnNormEps);  // RMSNorm(o) ⊙ silu(z) (2.6.8)
     // h = r + GDN(RMSNorm_in(r)); h = r + MLP(RMSNorm_pa(r)). In place (inference) the products add
     // straight into the residual stream; for training the intermediates are kept.
     const bool in_place = a.h_mid.empty() && h_out.data == h_in.data;
