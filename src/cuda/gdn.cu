@@ -78,13 +78,16 @@ void launch_chunked(const kernels::GdnChunkArgs& args) {
     const int BH = args.B * args.H, tiles_v = args.DVP / (16 * NW);
     kernels::gdn_wy_kernel<DKP><<<BH * args.NC, kernels::kWyThreads, wy, current_stream()>>>(args);
     CUDA_CHECK_LAUNCH();
-    kernels::gdn_scan_kernel<DKP, NW><<<BH * tiles_v, NW * 96, scan, current_stream()>>>(args);
+    kernels::gdn_scan_kernel<DKP, NW><<<BH * tiles_v, NW * 64, scan, current_stream()>>>(args);
     CUDA_CHECK_LAUNCH();
 }
 
 template <int DKP>
 void launch_chunked(const kernels::GdnChunkArgs& args, int nw) {
     switch (nw) {
+        case 4:
+            launch_chunked<DKP, 4>(args);
+            break;
         case 3:
             launch_chunked<DKP, 3>(args);
             break;
@@ -97,7 +100,9 @@ void launch_chunked(const kernels::GdnChunkArgs& args, int nw) {
 size_t chunked_smem(int dkp, int dvp, int nw) {
     auto scan = [&](auto dk) {
         constexpr int D = decltype(dk)::value;
-        return nw == 3 ? kernels::ScanLayout<D, 3>::bytes : kernels::ScanLayout<D, 2>::bytes;
+        return nw == 4   ? kernels::ScanLayout<D, 4>::bytes
+               : nw == 3 ? kernels::ScanLayout<D, 3>::bytes
+                         : kernels::ScanLayout<D, 2>::bytes;
     };
     auto wy = [&](auto dk) {
         constexpr int D = decltype(dk)::value;
@@ -122,11 +127,10 @@ int64_t padded_dv(int64_t Dv, int nw) {
     return (Dv + 16 * nw - 1) / (16 * nw) * (16 * nw);
 }
 
-// Value slices (16 columns: one state warp and two output warps each; at most 3, so that the
-// block's 288 threads can have the registers the state warps need) per scan block, 0 when no tiling
+// Value slices (16 columns, one state and one output warp each) per scan block, 0 when no tiling
 // fits in shared memory. The scan is sequential over chunks, so its speed is the per-chunk time of
 // one block: wide blocks when there are blocks enough to fill the GPU anyway, else the widest
-// tiling of Dv that does. OLMO_GDN_SCAN_WARPS=2|3 forces a width (for measurements) where it
+// tiling of Dv that does. OLMO_GDN_SCAN_WARPS=2|3|4 forces a width (for measurements) where it
 // fits.
 int scan_slices(int64_t BH, int64_t Dv, int dkp) {
     const auto fits = [&](int nw) {
@@ -135,11 +139,14 @@ int scan_slices(int64_t BH, int64_t Dv, int dkp) {
     static const int forced = [] {
         const char* v = std::getenv("OLMO_GDN_SCAN_WARPS");
         const int n = v ? std::atoi(v) : 0;
-        return n >= 2 && n <= 3 ? n : 0;
+        return n >= 2 && n <= 4 ? n : 0;
     }();
     if (forced && fits(forced)) return forced;
     const int64_t sms = multiprocessor_count();
-    if (Dv % 48 == 0 && 5 * BH * (Dv / 48) >= 4 * sms && fits(3)) return 3;
+    for (int nw : {4, 3}) {
+        const int64_t blocks = BH * (padded_dv(Dv, nw) / (16 * nw));
+        if (Dv % (16 * nw) == 0 && 5 * blocks >= 4 * sms && fits(nw)) return nw;
+    }
     return fits(2) ? 2 : 0;
 }
 

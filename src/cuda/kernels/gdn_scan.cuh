@@ -1,14 +1,12 @@
 // Chunked gated delta rule, kernel 2 of 2 (gdn_chunked.cuh): the scan over chunks. One block per
-// (b, h, tile of VT = 16·NW value columns), two kinds of warps (warp specialisation):
-//   state warp w (NW of them): keeps rows j0 .. j0 + 15 (j0 = 16w) of Hᵀ in f32 mma accumulators
-//   for the whole
+// (b, h, tile of VT = 16·NW value columns), two kinds of warps (warp specialisation), NW of each:
+//   state warp w:  keeps rows j0 .. j0 + 15 (j0 = 16w) of Hᵀ in f32 mma accumulators for the whole
 //                  sequence (the transposed form lets every product feed the next one without
 //                  leaving registers). For chunk n:
 //                    Pᵀ = Hᵀ Wᵀ,  V'ᵀ = Uᵀ − Pᵀ,  Hᵀ ← e^{γ_C} Hᵀ + (V' ⊙ e^{γ_C − γ})ᵀ K,
 //                  and hands the chunk-start Hᵀ and V'ᵀ (bf16 A fragments) to its output warp.
-//   output warps (2·NW): one chunk behind, Oᵀ = (Hᵀ Qᵀ) ⊙ e^γ + V'ᵀ Sᵀ, two warps per state
-//                  warp's 16 columns (32 tokens each), stored through shared memory; they also
-//                  issue every cp.async copy of the block.
+//   output warp w: one chunk behind, Oᵀ = (Hᵀ Qᵀ) ⊙ e^γ + V'ᵀ Sᵀ for the same 16 columns, stored
+//                  through shared memory; it also issues every cp.async copy of the block.
 // The state warps' chain (two products and an update per chunk) is the sequential part; the output
 // products and all copies run beside it. Per iteration n (one block barrier each):
 //   output warps: O of chunk n − 1; then copies for chunk n + 2's state stage (ring of 3: W, K, U
@@ -45,7 +43,7 @@ struct ScanLayout {
 };
 
 template <int DKP, int NW>
-__global__ void __launch_bounds__(NW * 96, 1) gdn_scan_kernel(GdnChunkArgs a) {
+__global__ void __launch_bounds__(NW * 64, 1) gdn_scan_kernel(GdnChunkArgs a) {
     using L = ScanLayout<DKP, NW>;
     constexpr int VT = L::VT, KS = L::KS, XW = L::XW, LDK = L::LDK, LDS = L::LDS, LDU = L::LDU,
                   LDO = L::LDO;
@@ -55,11 +53,9 @@ __global__ void __launch_bounds__(NW * 96, 1) gdn_scan_kernel(GdnChunkArgs a) {
     const int vt = blockIdx.x % tiles_v, bh = blockIdx.x / tiles_v, b = bh / a.H, h = bh % a.H;
     const int v0 = vt * VT;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c4 = lane % 4;
-    constexpr int kOutThreads = 64 * NW;
     const bool is_state = warp < NW;
-    const int slice = is_state ? warp : (warp - NW) / 2;
-    const int th = is_state ? 0 : (warp - NW) % 2;  // an output warp's half of the chunk's tokens
-    const int j0 = slice * 16;                      // this warp's value columns within the tile
+    const int slice = is_state ? warp : warp - NW;
+    const int j0 = slice * 16;  // this warp's value columns within the tile
     const size_t Tp = size_t(a.NC) * kChunk;
 
     auto state_stage = [&](int n) { return smem_raw + L::kStates + (n % 3) * L::kStateStage; };
@@ -69,26 +65,25 @@ __global__ void __launch_bounds__(NW * 96, 1) gdn_scan_kernel(GdnChunkArgs a) {
                (slice * 32 + lane) * XW;
     };
 
-    // Copies by the output warps (ptid = 0 .. 64·NW − 1): the WY kernel wrote every operand in
+    // Copies by the output warps (ptid = 0 .. 32·NW − 1): the WY kernel wrote every operand in
     // this kernel's layout, so each is one linear stream.
     const int ptid = threadIdx.x - 32 * NW;
-    static_assert(kOutThreads == 64 * NW, "two output warps per state warp");
     auto copy_state_stage = [&](int n) {
         char* st = state_stage(n);
         const size_t row0 = size_t(bh) * Tp + size_t(n) * kChunk;
-        copy_linear<2 * kChunk * LDK * 2, kOutThreads>(
+        copy_linear<2 * kChunk * LDK * 2, 32 * NW>(
             st + L::kW, a.wk + (size_t(bh) * a.NC + n) * 2 * kChunk * LDK,
             ptid);  // W and K
-        copy_linear<kChunk * LDU * 2, kOutThreads>(
+        copy_linear<kChunk * LDU * 2, 32 * NW>(
             st + L::kU, a.u + ((size_t(bh) * tiles_v + vt) * Tp + size_t(n) * kChunk) * LDU, ptid);
-        copy_linear<kChunk * 4, kOutThreads>(st + L::kSG, a.gamma + row0, ptid);
+        copy_linear<kChunk * 4, 32 * NW>(st + L::kSG, a.gamma + row0, ptid);
     };
     auto copy_out_stage = [&](int n) {
         char* st = out_stage(n);
         const size_t row0 = size_t(bh) * Tp + size_t(n) * kChunk;
-        copy_linear<kChunk*(LDK + LDS) * 2, kOutThreads>(
+        copy_linear<kChunk*(LDK + LDS) * 2, 32 * NW>(
             st + L::kQ, a.qs + (size_t(bh) * a.NC + n) * kChunk * (LDK + LDS), ptid);  // Q and S
-        copy_linear<kChunk * 4, kOutThreads>(st + L::kOG, a.gamma + row0, ptid);
+        copy_linear<kChunk * 4, 32 * NW>(st + L::kOG, a.gamma + row0, ptid);
     };
 
     // State warps: this warp's slice of Hᵀ (rows j0 + g, j0 + g + 8; key n-tiles of 8).
@@ -215,22 +210,21 @@ __global__ void __launch_bounds__(NW * 96, 1) gdn_scan_kernel(GdnChunkArgs a) {
                     vn[ks][2] = x.z;
                     vn[ks][3] = x.w;
                 }
-                // This warp's tokens: n-tile pairs 2·th and 2·th + 1 (tokens 32·th .. 32·th + 31).
-                float o[4][4];
+                float o[8][4];
 #pragma unroll
-                for (int nt = 0; nt < 4; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.0f;
+                for (int nt = 0; nt < 8; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.0f;
 #pragma unroll
                 for (int ks = 0; ks < KS; ++ks)
 #pragma unroll
-                    for (int pl = 0; pl < 2; ++pl) {
+                    for (int np = 0; np < 4; ++np) {
                         uint32_t bq[4];
-                        ldsm_x4(bq, b_tile_addr(sQ, LDK, 16 * (2 * th + pl), 16 * ks, lane));
-                        mma_bf16(o[2 * pl], ha[ks], bq[0], bq[1]);
-                        mma_bf16(o[2 * pl + 1], ha[ks], bq[2], bq[3]);
+                        ldsm_x4(bq, b_tile_addr(sQ, LDK, 16 * np, 16 * ks, lane));
+                        mma_bf16(o[2 * np], ha[ks], bq[0], bq[1]);
+                        mma_bf16(o[2 * np + 1], ha[ks], bq[2], bq[3]);
                     }
 #pragma unroll
-                for (int nt = 0; nt < 4; ++nt) {
-                    const int t = (4 * th + nt) * 8 + 2 * c4;
+                for (int nt = 0; nt < 8; ++nt) {
+                    const int t = nt * 8 + 2 * c4;
                     const float e0 = __expf(sG[t]), e1 = __expf(sG[t + 1]);
                     o[nt][0] *= e0;
                     o[nt][1] *= e1;
@@ -239,48 +233,45 @@ __global__ void __launch_bounds__(NW * 96, 1) gdn_scan_kernel(GdnChunkArgs a) {
                 }
                 // + V'ᵀ Sᵀ: S is lower triangular, so k tiles ≤ the n-tile pair only.
 #pragma unroll
-                for (int pl = 0; pl < 2; ++pl) {
-                    const int np = 2 * th + pl;
+                for (int np = 0; np < 4; ++np)
 #pragma unroll
-                    for (int ks = 0; ks < 4; ++ks) {
-                        if (ks > np) continue;
+                    for (int ks = 0; ks <= np; ++ks) {
                         uint32_t bs[4];
                         ldsm_x4(bs, b_tile_addr(sS, LDS, 16 * np, 16 * ks, lane));
-                        mma_bf16(o[2 * pl], vn[ks], bs[0], bs[1]);
-                        mma_bf16(o[2 * pl + 1], vn[ks], bs[2], bs[3]);
+                        mma_bf16(o[2 * np], vn[ks], bs[0], bs[1]);
+                        mma_bf16(o[2 * np + 1], vn[ks], bs[2], bs[3]);
                     }
-                }
                 // Stage through this output stage (every output warp is done reading it), then
                 // 16-byte rows to global memory.
-                named_barrier(1, kOutThreads);
+                named_barrier(1, 32 * NW);
                 __nv_bfloat16* so = reinterpret_cast<__nv_bfloat16*>(stg) + slice * kChunk * LDO;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 #pragma unroll
-                for (int pl = 0; pl < 2; ++pl)  // Oᵀ tiles stored transposed: rows t, cols j
-                    stsm_x4_trans(const_cast<__nv_bfloat16*>(
-                                      b_tile_addr(so, LDO, 16 * (2 * th + pl), 0, lane)),
-                                  pack_bf16(o[2 * pl][0], o[2 * pl][1]),
-                                  pack_bf16(o[2 * pl][2], o[2 * pl][3]),
-                                  pack_bf16(o[2 * pl + 1][0], o[2 * pl + 1][1]),
-                                  pack_bf16(o[2 * pl + 1][2], o[2 * pl + 1][3]));
+                for (int np = 0; np < 4; ++np)  // Oᵀ tiles stored transposed: rows t, cols j
+                    stsm_x4_trans(
+                        const_cast<__nv_bfloat16*>(b_tile_addr(so, LDO, 16 * np, 0, lane)),
+                        pack_bf16(o[2 * np][0], o[2 * np][1]),
+                        pack_bf16(o[2 * np][2], o[2 * np][3]),
+                        pack_bf16(o[2 * np + 1][0], o[2 * np + 1][1]),
+                        pack_bf16(o[2 * np + 1][2], o[2 * np + 1][3]));
 #else
 #pragma unroll
-                for (int nt = 0; nt < 4; ++nt)
+                for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
                     for (int e = 0; e < 4; ++e)
-                        so[((4 * th + nt) * 8 + 2 * c4 + (e & 1)) * LDO + g + (e >> 1) * 8] =
+                        so[(nt * 8 + 2 * c4 + (e & 1)) * LDO + g + (e >> 1) * 8] =
                             __float2bfloat16(o[nt][e]);
 #endif
                 __syncwarp();
-                // Lane l copies half (l % 2) of rows 32·th + l / 2 + 16·i.
+                // Lane l copies half (l % 2) of rows l / 2 + 16·i.
                 const int t0 = m * kChunk, rows = min(kChunk, a.T - t0);
-                const int r0 = 32 * th + lane / 2, half = lane % 2, c = v0 + j0 + half * 8;
+                const int r0 = lane / 2, half = lane % 2, c = v0 + j0 + half * 8;
                 const size_t row_stride = size_t(a.H) * a.Dv;
                 __nv_bfloat16* dst = a.o + ((size_t(b) * a.T + t0 + r0) * a.H + h) * a.Dv + c;
                 const __nv_bfloat16* src = so + r0 * LDO + half * 8;
                 const bool vec = a.o_vec && c + 8 <= a.Dv;
 #pragma unroll
-                for (int i = 0; i < 2; ++i) {
+                for (int i = 0; i < kChunk / 16; ++i) {
                     if (r0 + 16 * i >= rows) break;
                     __nv_bfloat16* d = dst + 16 * i * row_stride;
                     const __nv_bfloat16* s_ = src + 16 * i * LDO;
@@ -290,7 +281,7 @@ __global__ void __launch_bounds__(NW * 96, 1) gdn_scan_kernel(GdnChunkArgs a) {
                         for (int e = 0; e < 8 && c + e < a.Dv; ++e) d[e] = s_[e];
                     }
                 }
-                named_barrier(1, kOutThreads);  // the staging is read before the stage is refilled
+                named_barrier(1, 32 * NW);  // the staging is read before the stage is refilled
             }
             if (n + 2 < a.NC) copy_state_stage(n + 2);
             if (n + 1 < a.NC) copy_out_stage(n + 1);
