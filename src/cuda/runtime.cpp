@@ -67,7 +67,7 @@ size_t lt_workspace_bytes() {
 bool pdl_enabled() {
     static const bool on = [] {
         const char* v = std::getenv("OLMO_PDL");
-        return !(v && std::strcmp(v, "0") == 0);
+        return v && std::strcmp(v, "1") == 0;
     }();
     return on;
 }
