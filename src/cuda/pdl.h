@@ -1,7 +1,8 @@
 // Host side of programmatic dependent launch (kernels/pdl.cuh): launch_pdl() launches a kernel that
 // calls pdl_wait() with the attribute that lets it overlap the previous kernel's tail, also inside
-// a captured CUDA graph (the decode step). OLMO_PDL=0 in the environment turns the attribute off
-// (the same kernels then run strictly one after the other), for comparisons.
+// a captured CUDA graph (the decode step). Off unless OLMO_PDL=1 is in the environment: only the
+// decode GEMV uses it so far, and alone it measured no gain (docs/PERF.md); without the attribute
+// the same kernels run strictly one after the other.
 #pragma once
 
 #include <cuda_runtime.h>
