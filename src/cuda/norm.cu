@@ -81,37 +81,33 @@ void weight_grad(const Tensor& d_w, const Tensor& d_out, const Tensor& x, const 
     CUDA_CHECK_LAUNCH();
 }
 
-}  // namespace
-
-void rmsnorm(const Tensor& out, const Tensor& x, const Tensor& w, float eps) {
+// RMSNorm, plus the residual when there is one (rmsnorm_add).
+void launch_rmsnorm(const char* op, const Tensor& out, const Tensor* residual, const Tensor& x,
+                    const Tensor& w, float eps) {
     const int64_t rows = rows_of(x), C = w.shape[0];
     if (rows == 0 || C == 0) return;
-    dispatch_float(out, "rmsnorm", [&](auto tag) {
+    dispatch_float(out, op, [&](auto tag) {
         using T = decltype(tag);
-        for_rows<T>(rows, C, {out.data, x.data, w.data},
+        const T* res = residual ? ptr<T>(*residual) : nullptr;
+        for_rows<T>(rows, C, {out.data, residual ? residual->data : x.data, x.data, w.data},
                     [&](auto n, auto warp, unsigned grid, int threads) {
                         kernels::rmsnorm_kernel<T, decltype(n)::value, decltype(warp)::value>
-                            <<<grid, threads, 0, current_stream()>>>(ptr<T>(out), ptr<T>(x),
+                            <<<grid, threads, 0, current_stream()>>>(ptr<T>(out), res, ptr<T>(x),
                                                                      ptr<T>(w), rows, C, eps);
                         CUDA_CHECK_LAUNCH();
                     });
     });
 }
 
+}  // namespace
+
+void rmsnorm(const Tensor& out, const Tensor& x, const Tensor& w, float eps) {
+    launch_rmsnorm("rmsnorm", out, nullptr, x, w, eps);
+}
+
 void rmsnorm_add(const Tensor& out, const Tensor& residual, const Tensor& x, const Tensor& w,
                  float eps) {
-    const int64_t rows = rows_of(x), C = w.shape[0];
-    if (rows == 0 || C == 0) return;
-    dispatch_float(out, "rmsnorm_add", [&](auto tag) {
-        using T = decltype(tag);
-        for_rows<T>(rows, C, {out.data, residual.data, x.data, w.data},
-                    [&](auto n, auto warp, unsigned grid, int threads) {
-                        kernels::rmsnorm_add_kernel<T, decltype(n)::value, decltype(warp)::value>
-                            <<<grid, threads, 0, current_stream()>>>(
-                                ptr<T>(out), ptr<T>(residual), ptr<T>(x), ptr<T>(w), rows, C, eps);
-                        CUDA_CHECK_LAUNCH();
-                    });
-    });
+    launch_rmsnorm("rmsnorm_add", out, &residual, x, w, eps);
 }
 
 void rmsnorm_backward(const Tensor& d_x, const Tensor& d_w, const Tensor& d_out, const Tensor& x,

@@ -2,12 +2,58 @@
 
 #include <cstring>
 #include <map>
+#include <span>
 #include <vector>
 
 namespace olmo::testing {
 
 namespace {
 constexpr unsigned char kSentinel = 0xA5;
+}
+
+int64_t numel(const Shape& s) {
+    int64_t n = 1;
+    for (int64_t d : s) n *= d;
+    return n;
+}
+
+OwnedTensor randn(const Shape& shape, uint64_t seed, float std) {
+    OwnedTensor t(DType::f32, std::span<const int64_t>(shape));
+    if (numel(shape) == 0) return t;
+    OwnedTensor flat = random_normal({numel(shape)}, seed, std);
+    std::memcpy(t->data, flat->data, flat->nbytes());
+    return t;
+}
+
+OwnedTensor randu(const Shape& shape, uint64_t seed, float lo, float hi) {
+    OwnedTensor t(DType::f32, std::span<const int64_t>(shape));
+    if (numel(shape) == 0) return t;
+    OwnedTensor flat = random_uniform({numel(shape)}, seed, lo, hi);
+    std::memcpy(t->data, flat->data, flat->nbytes());
+    return t;
+}
+
+In make_in(const OwnedTensor& values, DType dt) {
+    return In{rounded(values, dt), to_device(values, dt)};
+}
+
+OwnedTensor host_like(const Tensor& t) {
+    OwnedTensor h(DType::f32, t.dims());
+    h.fill(0.0f);
+    return h;
+}
+
+Guarded out_like(DType dt, const Tensor& t) {
+    const std::vector<int64_t> d = t.dims();
+    Guarded g(dt, std::span<const int64_t>(d));
+    g.poison();
+    return g;
+}
+
+Guarded preset(DType dt, const Tensor& values) {
+    Guarded g = out_like(dt, values);
+    copy_convert(g.view(), values);
+    return g;
 }
 
 OwnedTensor to_device(const Tensor& host, DType dtype) {

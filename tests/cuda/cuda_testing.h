@@ -2,7 +2,9 @@
 // one table of tolerances (justified in docs/NUMERICS.md).
 #pragma once
 
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "cuda/runtime.h"
 #include "testing.h"
@@ -38,6 +40,30 @@ class Guarded {
     std::shared_ptr<void> storage_;
     Tensor view_;
 };
+
+// ---- inputs and outputs of the op tests ----
+
+using Shape = std::vector<int64_t>;
+
+int64_t numel(const Shape& s);
+// Host f32 tensors of any shape (empty ones included) with normal / uniform entries.
+OwnedTensor randn(const Shape& shape, uint64_t seed, float std = 1.0f);
+OwnedTensor randu(const Shape& shape, uint64_t seed, float lo, float hi);
+
+// One input operand: the values both backends see (host f32, rounded through the storage dtype) and
+// the device copy in the storage dtype.
+struct In {
+    OwnedTensor host, dev;
+};
+In make_in(const OwnedTensor& values, DType dt);
+
+// A host f32 tensor shaped like t (zeros), for CPU outputs.
+OwnedTensor host_like(const Tensor& t);
+// A poisoned guarded device output shaped like t.
+Guarded out_like(DType dt, const Tensor& t);
+// A guarded device tensor holding `values` converted to dt (outputs that accumulate, in-place
+// operands).
+Guarded preset(DType dt, const Tensor& values);
 
 // Relative max error bound of an op's output for a storage dtype (docs/NUMERICS.md).
 double tolerance(const std::string& op, DType dtype);

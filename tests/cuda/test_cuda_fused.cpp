@@ -20,61 +20,7 @@
 namespace olmo::testing {
 namespace {
 
-using Shape = std::vector<int64_t>;
-
 const DType kStorage[] = {DType::f32, DType::bf16};
-
-int64_t numel(const Shape& s) {
-    int64_t n = 1;
-    for (int64_t d : s) n *= d;
-    return n;
-}
-
-// Host f32 tensors with normal / uniform entries.
-OwnedTensor randn(const Shape& shape, uint64_t seed, float std = 1.0f) {
-    OwnedTensor t(DType::f32, std::span<const int64_t>(shape));
-    OwnedTensor flat = random_normal({numel(shape)}, seed, std);
-    std::memcpy(t->data, flat->data, flat->nbytes());
-    return t;
-}
-
-OwnedTensor randu(const Shape& shape, uint64_t seed, float lo, float hi) {
-    OwnedTensor t(DType::f32, std::span<const int64_t>(shape));
-    OwnedTensor flat = random_uniform({numel(shape)}, seed, lo, hi);
-    std::memcpy(t->data, flat->data, flat->nbytes());
-    return t;
-}
-
-// One input: the values both backends see (host f32, rounded through dt) and the device copy.
-struct In {
-    OwnedTensor host, dev;
-};
-
-In make_in(const OwnedTensor& values, DType dt) {
-    return In{rounded(values, dt), to_device(values, dt)};
-}
-
-// A host f32 output shaped like t.
-OwnedTensor host_like(const Tensor& t) {
-    OwnedTensor h(DType::f32, t.dims());
-    h.fill(0.0f);
-    return h;
-}
-
-// A poisoned guarded device output shaped like t.
-Guarded out_like(DType dt, const Tensor& t) {
-    const std::vector<int64_t> d = t.dims();
-    Guarded g(dt, std::span<const int64_t>(d));
-    g.poison();
-    return g;
-}
-
-// A guarded device tensor holding `values` converted to dt (in-place operands).
-Guarded preset(DType dt, const Tensor& values) {
-    Guarded g = out_like(dt, values);
-    copy_convert(g.view(), values);
-    return g;
-}
 
 // An i32 tensor on the host or the device.
 OwnedTensor i32_tensor(const std::vector<int32_t>& v, Device dev) {

@@ -21,72 +21,11 @@
 namespace olmo::testing {
 namespace {
 
-using Shape = std::vector<int64_t>;
-
 const DType kStorage[] = {DType::f32, DType::bf16};
-
-int64_t numel(const Shape& s) {
-    int64_t n = 1;
-    for (int64_t d : s) n *= d;
-    return n;
-}
-
-std::span<const int64_t> dims(const Tensor& t) {
-    return std::span<const int64_t>(t.shape.data(), size_t(t.ndim));
-}
-
-// Host f32 tensors of any shape with normal / uniform entries.
-OwnedTensor randn(const Shape& shape, uint64_t seed, float std = 1.0f) {
-    OwnedTensor t(DType::f32, std::span<const int64_t>(shape));
-    if (numel(shape) == 0) return t;
-    OwnedTensor flat = random_normal({numel(shape)}, seed, std);
-    std::memcpy(t->data, flat->data, flat->nbytes());
-    return t;
-}
-
-OwnedTensor randu(const Shape& shape, uint64_t seed, float lo, float hi) {
-    OwnedTensor t(DType::f32, std::span<const int64_t>(shape));
-    if (numel(shape) == 0) return t;
-    OwnedTensor flat = random_uniform({numel(shape)}, seed, lo, hi);
-    std::memcpy(t->data, flat->data, flat->nbytes());
-    return t;
-}
-
-// One input operand: the values both backends see (host f32, rounded through the storage dtype) and
-// the device copy in the storage dtype.
-struct In {
-    OwnedTensor host, dev;
-};
-
-In make_in(const OwnedTensor& values, DType dt) {
-    return In{rounded(values, dt), to_device(values, dt)};
-}
-
-// A host f32 tensor shaped like t (zeros), for CPU outputs.
-OwnedTensor host_like(const Tensor& t) {
-    OwnedTensor h(DType::f32, dims(t));
-    h.fill(0.0f);
-    return h;
-}
 
 // A host f32 copy (for CPU outputs that accumulate or are updated in place).
 OwnedTensor host_copy(const Tensor& t) {
     return to_host_f32(t);
-}
-
-// A poisoned guarded device output shaped like t.
-Guarded out_like(DType dt, const Tensor& t) {
-    Guarded g(dt, dims(t));
-    g.poison();
-    return g;
-}
-
-// A guarded device tensor holding `values` converted to dt (outputs that accumulate, in-place
-// calls).
-Guarded preset(DType dt, const Tensor& values) {
-    Guarded g = out_like(dt, values);
-    copy_convert(g.view(), values);
-    return g;
 }
 
 // An index tensor (i32 or i64) on the host or the device.

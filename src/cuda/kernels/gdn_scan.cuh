@@ -42,6 +42,33 @@ struct ScanLayout {
     static_assert(size_t(NW) * kChunk * LDO * 2 <= kOutStage, "output staging fits a stage");
 };
 
+// acc (16 rows × 64 tokens) = a (16 × 16·KS) · Bᵀ, B stored token-major in shared memory (64 rows
+// of pitch ld): Hᵀ Wᵀ and Hᵀ Qᵀ.
+template <int KS>
+__device__ __forceinline__ void rows_times_tokens(float (&acc)[8][4], const uint32_t (&a)[KS][4],
+                                                  const __nv_bfloat16* b, int ld, int lane) {
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
+#pragma unroll
+    for (int ks = 0; ks < KS; ++ks)
+#pragma unroll
+        for (int np = 0; np < 4; ++np) {
+            uint32_t bb[4];
+            ldsm_x4(bb, b_tile_addr(b, ld, 16 * np, 16 * ks, lane));
+            mma_bf16(acc[2 * np], a[ks], bb[0], bb[1]);
+            mma_bf16(acc[2 * np + 1], a[ks], bb[2], bb[3]);
+        }
+}
+
+// The four words of a bf16 A tile from shared memory (16-byte aligned).
+__device__ __forceinline__ void load_a_tile(uint32_t (&a)[4], const uint32_t* p) {
+    const uint4 x = *reinterpret_cast<const uint4*>(p);
+    a[0] = x.x;
+    a[1] = x.y;
+    a[2] = x.z;
+    a[3] = x.w;
+}
+
 template <int DKP, int NW>
 __global__ void __launch_bounds__(NW * 64, 1) gdn_scan_kernel(GdnChunkArgs a) {
     using L = ScanLayout<DKP, NW>;
@@ -126,17 +153,7 @@ __global__ void __launch_bounds__(NW * 64, 1) gdn_scan_kernel(GdnChunkArgs a) {
             }
             // Pᵀ = Hᵀ Wᵀ (16 value rows × 64 tokens), then V'ᵀ = Uᵀ − Pᵀ in place.
             float p[8][4];
-#pragma unroll
-            for (int nt = 0; nt < 8; ++nt) p[nt][0] = p[nt][1] = p[nt][2] = p[nt][3] = 0.0f;
-#pragma unroll
-            for (int ks = 0; ks < KS; ++ks)
-#pragma unroll
-                for (int np = 0; np < 4; ++np) {
-                    uint32_t bw[4];
-                    ldsm_x4(bw, b_tile_addr(sW, LDK, 16 * np, 16 * ks, lane));
-                    mma_bf16(p[2 * np], ha[ks], bw[0], bw[1]);
-                    mma_bf16(p[2 * np + 1], ha[ks], bw[2], bw[3]);
-                }
+            rows_times_tokens<KS>(p, ha, sW, LDK, lane);
 #pragma unroll
             for (int np = 0; np < 4; ++np) {
                 uint32_t ut[4];  // Uᵀ, accumulator-shaped
@@ -195,33 +212,11 @@ __global__ void __launch_bounds__(NW * 64, 1) gdn_scan_kernel(GdnChunkArgs a) {
                 const uint32_t* xb = xchg(m);
                 uint32_t ha[KS][4], vn[4][4];
 #pragma unroll
-                for (int ks = 0; ks < KS; ++ks) {
-                    const uint4 x = *reinterpret_cast<const uint4*>(xb + 4 * ks);
-                    ha[ks][0] = x.x;
-                    ha[ks][1] = x.y;
-                    ha[ks][2] = x.z;
-                    ha[ks][3] = x.w;
-                }
+                for (int ks = 0; ks < KS; ++ks) load_a_tile(ha[ks], xb + 4 * ks);
 #pragma unroll
-                for (int ks = 0; ks < 4; ++ks) {
-                    const uint4 x = *reinterpret_cast<const uint4*>(xb + 4 * KS + 4 * ks);
-                    vn[ks][0] = x.x;
-                    vn[ks][1] = x.y;
-                    vn[ks][2] = x.z;
-                    vn[ks][3] = x.w;
-                }
+                for (int ks = 0; ks < 4; ++ks) load_a_tile(vn[ks], xb + 4 * KS + 4 * ks);
                 float o[8][4];
-#pragma unroll
-                for (int nt = 0; nt < 8; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.0f;
-#pragma unroll
-                for (int ks = 0; ks < KS; ++ks)
-#pragma unroll
-                    for (int np = 0; np < 4; ++np) {
-                        uint32_t bq[4];
-                        ldsm_x4(bq, b_tile_addr(sQ, LDK, 16 * np, 16 * ks, lane));
-                        mma_bf16(o[2 * np], ha[ks], bq[0], bq[1]);
-                        mma_bf16(o[2 * np + 1], ha[ks], bq[2], bq[3]);
-                    }
+                rows_times_tokens<KS>(o, ha, sQ, LDK, lane);
 #pragma unroll
                 for (int nt = 0; nt < 8; ++nt) {
                     const int t = nt * 8 + 2 * c4;

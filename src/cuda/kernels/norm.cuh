@@ -30,9 +30,11 @@ struct RowGroup {
 
 // ---- RMSNorm -----------------------------------------------------------------------------------
 
-// out = w ⊙ x · r, r = 1 / sqrt(mean(x²) + eps)
+// out = w ⊙ x · r, r = 1 / sqrt(mean(x²) + eps); with a residual (the post-norm update, out may
+// alias residual or x) out = residual + w ⊙ x · r.
 template <class T, int N, bool kWarp>
-__global__ void rmsnorm_kernel(T* out, const T* x, const T* w, int64_t rows, int64_t C, float eps) {
+__global__ void rmsnorm_kernel(T* out, const T* residual, const T* x, const T* w, int64_t rows,
+                               int64_t C, float eps) {
     using G = RowGroup<kWarp>;
     const int64_t row = G::row();
     if (row >= rows) return;
@@ -54,37 +56,12 @@ __global__ void rmsnorm_kernel(T* out, const T* x, const T* w, int64_t rows, int
         load_f32<N>(wv, w + p * N);
 #pragma unroll
         for (int k = 0; k < N; ++k) v[k] = wv[k] * (v[k] * r);
-        store_f32<N>(yr + p * N, v);
-    }
-}
-
-// out = residual + w ⊙ x · r (the post-norm residual update; out may alias residual or x)
-template <class T, int N, bool kWarp>
-__global__ void rmsnorm_add_kernel(T* out, const T* residual, const T* x, const T* w, int64_t rows,
-                                   int64_t C, float eps) {
-    using G = RowGroup<kWarp>;
-    const int64_t row = G::row();
-    if (row >= rows) return;
-    const T* xr = x + row * C;
-    const T* rr = residual + row * C;
-    T* yr = out + row * C;
-    const int64_t packs = C / N;
-    float ss = 0.0f;
-    for (int64_t p = G::lane(); p < packs; p += G::size()) {
-        float v[N];
-        load_f32<N>(v, xr + p * N);
+        if (residual) {
+            float res[N];
+            load_f32<N>(res, residual + row * C + p * N);
 #pragma unroll
-        for (int k = 0; k < N; ++k) ss += v[k] * v[k];
-    }
-    ss = G::sum(ss);
-    const float r = 1.0f / sqrtf(ss / float(C) + eps);
-    for (int64_t p = G::lane(); p < packs; p += G::size()) {
-        float v[N], wv[N], res[N];
-        load_f32<N>(v, xr + p * N);
-        load_f32<N>(wv, w + p * N);
-        load_f32<N>(res, rr + p * N);
-#pragma unroll
-        for (int k = 0; k < N; ++k) v[k] = res[k] + wv[k] * (v[k] * r);
+            for (int k = 0; k < N; ++k) v[k] += res[k];
+        }
         store_f32<N>(yr + p * N, v);
     }
 }
