@@ -9,7 +9,6 @@
 #include "cuda/dispatch.h"
 #include "cuda/kernels/gemv.cuh"
 #include "cuda/ops_cuda.h"
-#include "cuda/pdl.h"
 #include "cuda/runtime_internal.h"
 
 namespace olmo::cuda {
@@ -160,10 +159,10 @@ void launch_gemv(const kernels::GemvSegments& seg, const Tensor& x, const Tensor
                  bool accumulate) {
     const int64_t I = x.size(-1), N = x.numel() / I, O = w.size(0);
     const int64_t rows_per_block = int64_t(kernels::kGemvWarps) * ROWS;
-    launch_pdl(kernels::gemv_kernel<NT, ROWS, TO>,
-               dim3(unsigned((O + rows_per_block - 1) / rows_per_block)),
-               dim3(32 * kernels::kGemvWarps), 0, seg, ptr<__nv_bfloat16>(x), ptr<__nv_bfloat16>(w),
-               int(N), I, O, accumulate);
+    kernels::gemv_kernel<NT, ROWS, TO><<<unsigned((O + rows_per_block - 1) / rows_per_block),
+                                         32 * kernels::kGemvWarps, 0, current_stream()>>>(
+        seg, ptr<__nv_bfloat16>(x), ptr<__nv_bfloat16>(w), int(N), I, O, accumulate);
+    CUDA_CHECK_LAUNCH();
 }
 
 // Rows per warp: enough blocks to fill the GPU several times over (small O: one row per warp), else

@@ -1,11 +1,9 @@
 #include "cuda/runtime.h"
 
 #include <atomic>
-#include <cstdlib>
 #include <cstring>
 #include <mutex>
 
-#include "cuda/pdl.h"
 #include "cuda/runtime_internal.h"
 
 namespace olmo::cuda {
@@ -64,14 +62,6 @@ void* lt_workspace() {
 size_t lt_workspace_bytes() {
     return rt().workspace_bytes;
 }
-bool pdl_enabled() {
-    static const bool on = [] {
-        const char* v = std::getenv("OLMO_PDL");
-        return v && std::strcmp(v, "1") == 0;
-    }();
-    return on;
-}
-
 int multiprocessor_count() {
     return rt().sms;
 }

@@ -8,7 +8,6 @@
 #pragma once
 
 #include "common.cuh"
-#include "pdl.cuh"
 
 namespace olmo::kernels {
 
@@ -38,11 +37,7 @@ __global__ void __launch_bounds__(32 * kGemvWarps)
                 const __nv_bfloat16* __restrict__ w, int N, int64_t I, int64_t O, bool accumulate) {
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int64_t row0 = (int64_t(blockIdx.x) * kGemvWarps + warp) * ROWS;
-    pdl_launch_dependents();
-    if (row0 >= O) {
-        pdl_wait();
-        return;
-    }
+    if (row0 >= O) return;
     float acc[ROWS][NT];
 #pragma unroll
     for (int r = 0; r < ROWS; ++r)
@@ -55,12 +50,6 @@ __global__ void __launch_bounds__(32 * kGemvWarps)
 #pragma unroll
     for (int r = 0; r < ROWS; ++r)
         wrow[r] = (row0 + r < O ? row0 + r : O - 1) * nvec;  // clamp: valid reads
-        // The weights do not depend on the previous kernel: the first 2 KB of this warp's rows are
-        // on their way to L2 while it finishes.
-#pragma unroll
-    for (int r = 0; r < ROWS; ++r)
-        for (int64_t v = lane; v < nvec && v < 128 / ROWS; v += 32) prefetch_l2(wv + wrow[r] + v);
-    pdl_wait();
     // U vectors per row in flight per lane, ROWS·U = 8 (16 bytes each): small-O products (one row
     // per warp) need the deeper unroll to keep enough bytes in flight per SM.
     constexpr int U = 8 / ROWS;
