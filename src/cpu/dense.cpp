@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "core/rng.h"
 #include "cpu/common.h"
 #include "cpu/ops_cpu.h"
 
@@ -149,6 +150,42 @@ void fill(const Tensor& out, float value) {
         }
         default:
             fail("[fill] unsupported dtype ", dtype_name(out.dtype));
+    }
+}
+
+// The value is drawn in f64, rounded to f32 (as the weights' reference initialisation), then to
+// out's dtype.
+void fill_trunc_normal(const Tensor& out, uint64_t seed, uint64_t stream, double std) {
+    const Rng rng(seed, stream);
+    const int64_t n = out.numel();
+    auto draw = [&](int64_t i) { return float(rng.trunc_normal(uint64_t(i), std)); };
+    switch (out.dtype) {
+        case DType::f32: {
+            float* p = out.as<float>();
+#pragma omp parallel for schedule(static)
+            for (int64_t i = 0; i < n; ++i) p[i] = draw(i);
+            break;
+        }
+        case DType::f64: {
+            double* p = out.as<double>();
+#pragma omp parallel for schedule(static)
+            for (int64_t i = 0; i < n; ++i) p[i] = draw(i);
+            break;
+        }
+        case DType::bf16: {
+            uint16_t* p = out.as<uint16_t>();
+#pragma omp parallel for schedule(static)
+            for (int64_t i = 0; i < n; ++i) p[i] = f32_to_bf16(draw(i));
+            break;
+        }
+        case DType::f16: {
+            uint16_t* p = out.as<uint16_t>();
+#pragma omp parallel for schedule(static)
+            for (int64_t i = 0; i < n; ++i) p[i] = f32_to_f16(draw(i));
+            break;
+        }
+        default:
+            fail("[fill_trunc_normal] unsupported dtype ", dtype_name(out.dtype));
     }
 }
 

@@ -69,6 +69,14 @@ void attention_prologue(const Tensor& q, const Tensor& k, const Tensor& k_cache,
     kv_append(v_cache, v, start);
 }
 
+// The MLP's two products, then the activation.
+void matmul_swiglu(const Tensor& act, const Tensor& gate, const Tensor& up, const Tensor& x,
+                   const Tensor& w_gate, const Tensor& w_up) {
+    matmul(gate, x, w_gate, false);
+    matmul(up, x, w_up, false);
+    swiglu(act, gate, up);
+}
+
 // conv1d_silu ×3, l2norm ×2, repeat_heads ×2 (GVA), gdn_gates, gdn_recurrent, rmsnorm_gated: the
 // GDN layer's statements for one token with a decoding state.
 void gdn_decode_step(const Tensor& y, const Tensor& state, const Tensor& conv_q_state,

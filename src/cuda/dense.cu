@@ -142,77 +142,98 @@ GemmKey with_alignment(GemmKey key, const void* A, const void* B, const void* D)
 
 namespace {
 
-// Decode-sized products (N ≤ 16 rows of bf16 activations against bf16 weights) take the streaming
+// Decode-sized products (N ≤ 8 rows of bf16 activations against bf16 weights) take the streaming
 // kernel when the layout allows 16-byte loads; everything else goes to cuBLAS.
 constexpr int64_t kGemvMaxTokens = 8;  // measured: at 16 tokens cuBLAS is faster
+
+bool aligned16(const void* p) {
+    return reinterpret_cast<uintptr_t>(p) % 16 == 0;
+}
 
 bool gemv_fits(const Tensor& x, const Tensor& w, DType out_dtype) {
     const int64_t I = x.size(-1), N = x.numel() / I;
     return x.dtype == DType::bf16 && w.dtype == DType::bf16 &&
            (out_dtype == DType::bf16 || out_dtype == DType::f32) && N >= 1 && N <= kGemvMaxTokens &&
-           I % 8 == 0 && reinterpret_cast<uintptr_t>(x.data) % 16 == 0 &&
-           reinterpret_cast<uintptr_t>(w.data) % 16 == 0;
+           I % 8 == 0 && aligned16(x.data) && aligned16(w.data);
 }
 
-template <int NT, int ROWS, class TO>
-void launch_gemv(const kernels::GemvSegments& seg, const Tensor& x, const Tensor& w,
-                 bool accumulate) {
-    const int64_t I = x.size(-1), N = x.numel() / I, O = w.size(0);
-    const int64_t rows_per_block = int64_t(kernels::kGemvWarps) * ROWS;
-    kernels::gemv_kernel<NT, ROWS, TO><<<unsigned((O + rows_per_block - 1) / rows_per_block),
-                                         32 * kernels::kGemvWarps, 0, current_stream()>>>(
-        seg, ptr<__nv_bfloat16>(x), ptr<__nv_bfloat16>(w), int(N), I, O, accumulate);
+kernels::GemvSegments segments_of(std::span<const Tensor> outs) {
+    kernels::GemvSegments seg;
+    seg.count = int(outs.size());
+    for (size_t s = 0; s < outs.size(); ++s) {
+        seg.out[s] = outs[s].data;
+        seg.start[s + 1] = seg.start[s] + outs[s].size(-1);
+    }
+    return seg;
+}
+
+template <int NT, int ROWS, class TO, bool SWIGLU>
+void launch_gemv(const kernels::GemvArgs& args) {
+    const int64_t rows_per_block = int64_t(kernels::kGemvWarps) * (SWIGLU ? ROWS / 2 : ROWS);
+    kernels::gemv_kernel<NT, ROWS, TO, SWIGLU>
+        <<<unsigned((args.O + rows_per_block - 1) / rows_per_block), 32 * kernels::kGemvWarps, 0,
+           current_stream()>>>(args);
     CUDA_CHECK_LAUNCH();
 }
 
-// Rows per warp: enough blocks to fill the GPU several times over (small O: one row per warp), else
-// more rows per warp for more loads in flight.
-template <class TO>
-void gemv(const kernels::GemvSegments& seg, const Tensor& x, const Tensor& w, bool accumulate) {
-    const int64_t N = x.numel() / x.size(-1), O = w.size(0);
-    const int64_t blocks_wanted = 4 * multiprocessor_count();
-    const int64_t rows_per_warp = O / (blocks_wanted * kernels::kGemvWarps);
-    if (N <= 1) {
+// Rows per warp: about 64 warps' worth per SM (more rows per warp only for products larger than
+// that), in blocks of kGemvWarps. Measured on the H200 (decode step, B = 1): this beat 32 warps
+// per SM and 8-warp blocks by 3-4%. SWIGLU streams two weights of O rows, at least one row of each
+// per warp.
+template <class TO, bool SWIGLU = false>
+void gemv(const kernels::GemvArgs& args) {
+    const int64_t warps_wanted = 64 * int64_t(multiprocessor_count());
+    const int64_t rows_per_warp = (SWIGLU ? 2 : 1) * args.O / warps_wanted;
+    if (args.N <= 1) {
         if (rows_per_warp >= 4)
-            launch_gemv<1, 4, TO>(seg, x, w, accumulate);
-        else if (rows_per_warp >= 2)
-            launch_gemv<1, 2, TO>(seg, x, w, accumulate);
+            launch_gemv<1, 4, TO, SWIGLU>(args);
+        else if (rows_per_warp >= 2 || SWIGLU)
+            launch_gemv<1, 2, TO, SWIGLU>(args);
         else
-            launch_gemv<1, 1, TO>(seg, x, w, accumulate);
-    } else if (N <= 2) {
-        if (rows_per_warp >= 2)
-            launch_gemv<2, 2, TO>(seg, x, w, accumulate);
+            launch_gemv<1, 1, TO, false>(args);
+    } else if (args.N <= 2) {
+        if (rows_per_warp >= 2 || SWIGLU)
+            launch_gemv<2, 2, TO, SWIGLU>(args);
         else
-            launch_gemv<2, 1, TO>(seg, x, w, accumulate);
-    } else if (N <= 4) {
-        if (rows_per_warp >= 2)
-            launch_gemv<4, 2, TO>(seg, x, w, accumulate);
+            launch_gemv<2, 1, TO, false>(args);
+    } else if (args.N <= 4) {
+        if (rows_per_warp >= 2 || SWIGLU)
+            launch_gemv<4, 2, TO, SWIGLU>(args);
         else
-            launch_gemv<4, 1, TO>(seg, x, w, accumulate);
+            launch_gemv<4, 1, TO, false>(args);
+    } else if (SWIGLU) {
+        launch_gemv<8, 2, TO, true>(args);
     } else {
-        launch_gemv<8, 1, TO>(seg, x, w, accumulate);
+        launch_gemv<8, 1, TO, false>(args);
     }
 }
 
-void gemv_any(const kernels::GemvSegments& seg, DType out_dtype, const Tensor& x, const Tensor& w,
-              bool accumulate) {
+template <bool SWIGLU = false>
+void gemv_any(DType out_dtype, const kernels::GemvArgs& args) {
     if (out_dtype == DType::f32)
-        gemv<float>(seg, x, w, accumulate);
+        gemv<float, SWIGLU>(args);
     else
-        gemv<__nv_bfloat16>(seg, x, w, accumulate);
+        gemv<__nv_bfloat16, SWIGLU>(args);
+}
+
+kernels::GemvArgs gemv_args(const kernels::GemvSegments& seg, const Tensor& x, const Tensor& w,
+                            bool accumulate) {
+    kernels::GemvArgs a{};
+    a.seg = seg;
+    a.x = ptr<__nv_bfloat16>(x);
+    a.w = ptr<__nv_bfloat16>(w);
+    a.I = x.size(-1);
+    a.N = int(x.numel() / a.I);
+    a.O = w.size(0);
+    a.accumulate = accumulate;
+    return a;
 }
 
 }  // namespace
 
 void matmul_segments(std::span<const Tensor> outs, const Tensor& x, const Tensor& w) {
     if (gemv_fits(x, w, outs[0].dtype)) {
-        kernels::GemvSegments seg;
-        seg.count = int(outs.size());
-        for (size_t s = 0; s < outs.size(); ++s) {
-            seg.out[s] = outs[s].data;
-            seg.start[s + 1] = seg.start[s] + outs[s].size(-1);
-        }
-        gemv_any(seg, outs[0].dtype, x, w, false);
+        gemv_any(outs[0].dtype, gemv_args(segments_of(outs), x, w, false));
         return;
     }
     int64_t row = 0;
@@ -223,6 +244,22 @@ void matmul_segments(std::span<const Tensor> outs, const Tensor& x, const Tensor
     }
 }
 
+void matmul_swiglu(const Tensor& act, const Tensor& gate, const Tensor& up, const Tensor& x,
+                   const Tensor& w_gate, const Tensor& w_up) {
+    if (!gemv_fits(x, w_gate, gate.dtype) || !aligned16(w_up.data)) {
+        matmul(gate, x, w_gate, false);
+        matmul(up, x, w_up, false);
+        swiglu(act, gate, up);
+        return;
+    }
+    kernels::GemvArgs a = gemv_args(kernels::GemvSegments{}, x, w_gate, false);
+    a.w_up = ptr<__nv_bfloat16>(w_up);
+    a.gate = gate.data;
+    a.up = up.data;
+    a.act = act.data;
+    gemv_any<true>(gate.dtype, a);
+}
+
 // out[N, O] = x[N, I] · wᵀ: column-major outᵀ[O, N] = w[O, I]·xᵀ = op_T(w as col-major [I, O]) · (x
 // as [I, N]).
 void matmul(const Tensor& out, const Tensor& x, const Tensor& w, bool accumulate) {
@@ -231,7 +268,7 @@ void matmul(const Tensor& out, const Tensor& x, const Tensor& w, bool accumulate
         seg.count = 1;
         seg.out[0] = out.data;
         seg.start[1] = w.size(0);
-        gemv_any(seg, out.dtype, x, w, accumulate);
+        gemv_any(out.dtype, gemv_args(seg, x, w, accumulate));
         return;
     }
     const int64_t N = x.numel() / x.size(-1), I = x.size(-1), O = w.size(0);

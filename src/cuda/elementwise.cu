@@ -75,6 +75,17 @@ void scale(const Tensor& out, const Tensor& x, float s) {
     });
 }
 
+void fill_trunc_normal(const Tensor& out, uint64_t seed, uint64_t stream, double std) {
+    const int64_t n = out.numel();
+    if (n == 0) return;
+    dispatch_float(out, "fill_trunc_normal", [&](auto tag) {
+        using T = decltype(tag);
+        kernels::trunc_normal_kernel<T><<<grid_for(n), kBlockThreads, 0, current_stream()>>>(
+            ptr<T>(out), n, Rng(seed, stream), std);
+    });
+    CUDA_CHECK_LAUNCH();
+}
+
 void fill(const Tensor& out, float value) {
     const int64_t n = out.numel();
     switch (out.dtype) {

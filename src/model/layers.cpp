@@ -156,8 +156,7 @@ static void project(const Tensor& x,
 // SwiGLU MLP (spec §2.5): out[N, C] (+)= down(silu(gate(x)) ⊙ up(x)).
 static void mlp_forward(const Tensor& out, const Tensor& x, const MlpActs& m, const MlpWeights& w,
                         bool accumulate = false) {
-    project(x, {{m.gate, w.gate_proj}, {m.up, w.up_proj}});
-    ops::swiglu(m.act, m.gate, m.up);
+    ops::matmul_swiglu(m.act, m.gate, m.up, x, w.gate_proj, w.up_proj);
     ops::matmul(out, m.act, w.down_proj, accumulate);
 }
 

@@ -290,12 +290,10 @@ void init_values(const ParamSpec& s, size_t index, uint64_t seed, const ModelCon
         case InitRule::ones:
             for (int64_t i = 0; i < n; ++i) out[i] = 1.0f;
             break;
-        case InitRule::normal: {
-            const double std = c.initializer_range;
-#pragma omp parallel for schedule(static)
-            for (int64_t i = 0; i < n; ++i) out[i] = float(rng.trunc_normal(uint64_t(i), std));
+        case InitRule::normal:
+            ops::fill_trunc_normal(Tensor(out, DType::f32, Device::cpu, {n}), seed,
+                                   uint64_t(index) + 1, c.initializer_range);
             break;
-        }
         case InitRule::a_log:  // A ~ U(a_log_min, a_log_max), stored as log A
             for (int64_t i = 0; i < n; ++i) {
                 const double u =
@@ -319,6 +317,10 @@ void init_values(const ParamSpec& s, size_t index, uint64_t seed, const ModelCon
 
 void ModelWeights::init_random(uint64_t seed) {
     for (size_t i = 0; i < table_.size(); ++i) {
+        if (table_[i].init == InitRule::normal) {  // the bulk: drawn where the weights live
+            ops::fill_trunc_normal(params_[i], seed, uint64_t(i) + 1, config_.initializer_range);
+            continue;
+        }
         OwnedTensor host(DType::f32, params_[i].dims());
         init_values(table_[i], i, seed, config_, host.f32(), host->numel());
         copy_convert(params_[i], host);

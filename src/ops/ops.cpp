@@ -200,6 +200,23 @@ void matmul_segments(std::span<const Tensor> outs, const Tensor& x, const Tensor
     OLMO_DISPATCH(dev, matmul_segments, outs, x, w);
 }
 
+void matmul_swiglu(const Tensor& act, const Tensor& gate, const Tensor& up, const Tensor& x,
+                   const Tensor& w_gate, const Tensor& w_up) {
+    const char* op = "matmul_swiglu";
+    const Device dev = one_device(op, act, {&act, &gate, &up, &x, &w_gate, &w_up});
+    check_float(op, "x", x);
+    check_dtype(op, "w_gate", w_gate, x.dtype);
+    check_like(op, "w_up", w_up, "w_gate", w_gate);
+    OLMO_CHECK(w_gate.ndim == 2 && last_dim(x) == w_gate.shape[1], "[", op, "] x ", x.shape_str(),
+               " vs w_gate ", w_gate.shape_str());
+    check_dtype(op, "gate", gate, x.dtype);
+    check_like(op, "up", up, "gate", gate);
+    check_like(op, "act", act, "gate", gate);
+    OLMO_CHECK(same_rows(gate, x) && last_dim(gate) == w_gate.shape[0], "[", op, "] gate ",
+               gate.shape_str(), " vs x ", x.shape_str(), " and w_gate ", w_gate.shape_str());
+    OLMO_DISPATCH(dev, matmul_swiglu, act, gate, up, x, w_gate, w_up);
+}
+
 void matmul_backward_weight(const Tensor& d_w, const Tensor& d_out, const Tensor& x) {
     const char* op = "matmul_backward_weight";
     const Device dev = one_device(op, d_w, {&d_w, &d_out, &x});
@@ -231,6 +248,13 @@ void fill(const Tensor& out, float value) {
     OLMO_CHECK(is_float(out.dtype), "[fill] out has dtype ", dtype_name(out.dtype),
                ", expected a float dtype");
     OLMO_DISPATCH(dev, fill, out, value);
+}
+
+void fill_trunc_normal(const Tensor& out, uint64_t seed, uint64_t stream, double std) {
+    const Device dev = one_device("fill_trunc_normal", out, {&out});
+    OLMO_CHECK(is_float(out.dtype), "[fill_trunc_normal] out has dtype ", dtype_name(out.dtype),
+               ", expected a float dtype");
+    OLMO_DISPATCH(dev, fill_trunc_normal, out, seed, stream, std);
 }
 
 void scale(const Tensor& out, const Tensor& x, float s) {

@@ -42,6 +42,12 @@ void matmul_segments(std::span<const Tensor> outs, const Tensor& x, const Tensor
 // d_x[N, I] = d_out[N, O] · w[O, I]   (+= with accumulate)
 void matmul_backward_input(const Tensor& d_x, const Tensor& d_out, const Tensor& w,
                            bool accumulate);
+// The gate and up projections of a SwiGLU MLP and its activation in one op: gate = x · w_gateᵀ,
+// up = x · w_upᵀ (x [N, I], w_gate and w_up [F, I], gate and up [N, F]), then act = swiglu(gate,
+// up). Equal to the two matmuls and swiglu in that order (act may alias gate or up); on
+// decode-sized batches the CUDA backend computes act in the products' kernel.
+void matmul_swiglu(const Tensor& act, const Tensor& gate, const Tensor& up, const Tensor& x,
+                   const Tensor& w_gate, const Tensor& w_up);
 // d_w[O, I] += d_out[N, O]ᵀ · x[N, I]   (accumulates)
 void matmul_backward_weight(const Tensor& d_w, const Tensor& d_out, const Tensor& x);
 
@@ -49,6 +55,10 @@ void matmul_backward_weight(const Tensor& d_w, const Tensor& d_out, const Tensor
 void add(const Tensor& out, const Tensor& a, const Tensor& b);
 // out = value everywhere (any float dtype).
 void fill(const Tensor& out, float value);
+// out[i] = Rng(seed, stream).trunc_normal(i, std) rounded to out's dtype (core/rng.h: a normal
+// truncated to ±3 std, a pure function of (seed, stream, i) on every device), i over the flat
+// elements of out.
+void fill_trunc_normal(const Tensor& out, uint64_t seed, uint64_t stream, double std);
 // out = s · x (same shape; out may alias x).
 void scale(const Tensor& out, const Tensor& x, float s);
 // out[N] (i32) = index of the largest entry of each row of x[N, V] (the first one on ties, as

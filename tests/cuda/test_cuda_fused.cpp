@@ -294,6 +294,49 @@ TEST(CudaFused, GdnDecodeStepMatchesCpu) {
         }
 }
 
+// ---- matmul_swiglu ------------------------------------------------------------------------------
+
+struct SwigluCase {
+    int64_t N, I, F;
+};
+// N ≤ 8 in bf16: the product kernel with the activation in its epilogue (N = 1 with two and one
+// row pairs per warp); otherwise, and in f32, the products and the SwiGLU op.
+const SwigluCase kSwigluCases[] = {{1, 3840, 11008}, {1, 40, 33},  {2, 3840, 100},
+                                   {3, 96, 50},      {8, 136, 17}, {9, 64, 24}};
+
+TEST(CudaFused, MatmulSwigluMatchesCpu) {
+    OLMO_REQUIRE_CUDA();
+    for (DType dt : kStorage)
+        for (const SwigluCase& c : kSwigluCases)
+            for (bool act_aliases_gate : {false, true}) {
+                SCOPED_TRACE(cat(dtype_name(dt), " N ", c.N, " I ", c.I, " F ", c.F,
+                                 act_aliases_gate ? " act = gate" : ""));
+                In x = make_in(randn({c.N, c.I}, 71, 2.0f), dt);
+                In wg = make_in(randn({c.F, c.I}, 72, 0.05f), dt),
+                   wu = make_in(randn({c.F, c.I}, 73, 0.05f), dt);
+                OwnedTensor gate_ref(DType::f32, {c.N, c.F}), up_ref(DType::f32, {c.N, c.F}),
+                    act_ref(DType::f32, {c.N, c.F});
+                ops::matmul_swiglu(act_ref, gate_ref, up_ref, x.host, wg.host, wu.host);
+                Guarded gate = out_like(dt, gate_ref), up = out_like(dt, up_ref),
+                        act = out_like(dt, act_ref);
+                const Tensor act_out = act_aliases_gate ? gate.view() : act.view();
+                ops::matmul_swiglu(act_out, gate, up, x.dev, wg.dev, wu.dev);
+                if (!act_aliases_gate) {
+                    EXPECT_TRUE(matches(gate, gate_ref, "matmul", dt));
+                    EXPECT_TRUE(matches(act, act_ref, "matmul", dt));
+                }
+                EXPECT_TRUE(matches(up, up_ref, "matmul", dt));
+                EXPECT_TRUE(matches(act_out, act_ref, "matmul", dt));
+                for (const Guarded* g : {&gate, &up, &act}) EXPECT_TRUE(g->guards_intact());
+                // The activation is exactly the SwiGLU op on the stored gate and up.
+                if (!act_aliases_gate) {
+                    Guarded again = out_like(dt, act_ref);
+                    ops::swiglu(again, gate, up);
+                    EXPECT_TRUE(close(again, to_host_f32(act), 0.0));
+                }
+            }
+}
+
 // ---- CUDA graph capture of the fused decode ops
 // ---------------------------------------------------
 
@@ -303,7 +346,7 @@ TEST(CudaFused, DecodeOpsReplayLikeEager) {
     OLMO_REQUIRE_CUDA();
     for (DType dt : kStorage) {
         SCOPED_TRACE(dtype_name(dt));
-        const GdnStepCase g{4, 30, 30, 96, 192, 4};
+        const GdnStepCase g{2, 30, 30, 96, 192, 4};  // B · H · 6 blocks: the cluster kernel
         const GdnLayer layer(g, dt);
         const GdnStepInputs in(g, dt, 300);
         const int64_t B = 4, H = 30, D = 128, L = 16, C = 3840;
@@ -326,7 +369,7 @@ TEST(CudaFused, DecodeOpsReplayLikeEager) {
         };
         auto make = [&] {
             return Buffers{GdnDeviceState(layer, dt),
-                           Guarded(dt, {B * H, 192}),
+                           Guarded(dt, {g.B * g.H, g.Dv}),
                            Guarded(dt, {B, 1, H, D}),
                            Guarded(dt, {B, 1, H, D}),
                            preset(dt, cache0),
@@ -368,7 +411,7 @@ TEST(CudaFused, DecodeOpsReplayLikeEager) {
         // The CPU, two steps.
         OwnedTensor s_ref = to_host_f32(layer.state), cq_ref = to_host_f32(layer.cq),
                     ck_ref = to_host_f32(layer.ck), cv_ref = to_host_f32(layer.cv);
-        OwnedTensor y_ref(DType::f32, {B * H, 192}), q_ref(DType::f32, {B, 1, H, D}),
+        OwnedTensor y_ref(DType::f32, {g.B * g.H, g.Dv}), q_ref(DType::f32, {B, 1, H, D}),
             k_ref(DType::f32, {B, 1, H, D});
         OwnedTensor kc_ref = to_host_f32(cache0), vc_ref = to_host_f32(cache0),
                     h_ref = to_host_f32(h0);

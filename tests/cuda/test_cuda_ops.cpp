@@ -130,6 +130,23 @@ TEST(CudaElementwise, FillEveryFloatDtype) {
         }
 }
 
+// The same counter-based draws as the CPU (double-precision log and cos may differ in the last
+// bit between the device's and the host's libm; after rounding to f32 that is at most one ulp on a
+// rare element).
+TEST(CudaElementwise, FillTruncNormalMatchesCpu) {
+    OLMO_REQUIRE_CUDA();
+    for (DType dt : {DType::f32, DType::bf16})
+        for (int64_t n : {1, 4099, 1 << 20}) {
+            SCOPED_TRACE(cat(dtype_name(dt), " n ", n));
+            OwnedTensor ref(dt, {n});
+            ops::fill_trunc_normal(ref, 7, 3, 0.02);
+            Guarded out = out_like(dt, ref);
+            ops::fill_trunc_normal(out, 7, 3, 0.02);
+            EXPECT_TRUE(matches(out, to_host_f32(ref), "elementwise", dt));
+            EXPECT_TRUE(out.guards_intact());
+        }
+}
+
 // Views whose start is not 16-byte aligned take the element-by-element paths.
 TEST(CudaElementwise, MisalignedViewsMatchCpu) {
     OLMO_REQUIRE_CUDA();

@@ -1,7 +1,9 @@
 // Dense ops: matmul and its two backward products against explicit sums and finite differences,
-// add, scale and fill, the argument checks, and the dispatch of CUDA tensors in a build without
-// CUDA.
+// add, scale, fill and the truncated-normal fill, the argument checks, and the dispatch of CUDA
+// tensors in a build without CUDA.
 #include <gtest/gtest.h>
+
+#include <cmath>
 
 #include "gradcheck.h"
 #include "ops/ops.h"
@@ -79,6 +81,27 @@ TEST(Dense, AddAndFill) {
         OwnedTensor h = to_host_f32(t);
         for (int64_t i = 0; i < 6; ++i) EXPECT_EQ(h.f32()[i], 1.5f);
     }
+}
+
+TEST(Dense, FillTruncNormalIsTheCounterBasedDraw) {
+    OwnedTensor t(DType::f32, {10000});
+    ops::fill_trunc_normal(t, 5, 2, 0.02);
+    const Rng rng(5, 2);
+    double sum = 0, sq = 0;
+    for (int64_t i = 0; i < 10000; ++i) {
+        const float v = t.f32()[i];
+        ASSERT_EQ(v, float(rng.trunc_normal(uint64_t(i), 0.02))) << "element " << i;
+        ASSERT_LE(std::fabs(v), 0.06f + 1e-7f);
+        sum += v;
+        sq += double(v) * v;
+    }
+    EXPECT_NEAR(sum / 10000, 0.0, 0.02 * 0.05);
+    // A normal truncated at ±3σ has standard deviation 0.9866σ.
+    EXPECT_NEAR(std::sqrt(sq / 10000), 0.02 * 0.9866, 0.02 * 0.03);
+    OwnedTensor b(DType::bf16, {100});
+    ops::fill_trunc_normal(b, 5, 2, 0.02);
+    for (int64_t i = 0; i < 100; ++i)
+        EXPECT_EQ(bf16_to_f32(b->as<uint16_t>()[i]), bf16_to_f32(f32_to_bf16(t.f32()[i])));
 }
 
 TEST(Dense, RejectsBadArguments) {

@@ -70,6 +70,20 @@ TEST(Fused, RmsnormAddChecksItsArguments) {
     EXPECT_THROW(ops::rmsnorm_add(out, res64, x, w, 1e-6f), Error);
 }
 
+// ---- matmul_swiglu ------------------------------------------------------------------------------
+
+TEST(Fused, MatmulSwigluChecksItsArguments) {
+    OwnedTensor x = rnd({2, 8}, 1, DType::f32), wg = rnd({5, 8}, 2, DType::f32),
+                wu = rnd({5, 8}, 3, DType::f32);
+    OwnedTensor gate(DType::f32, {2, 5}), up(DType::f32, {2, 5}), act(DType::f32, {2, 5});
+    OwnedTensor wu6(DType::f32, {6, 8}), gate6(DType::f32, {2, 6}), x7(DType::f32, {2, 7});
+    EXPECT_THROW(ops::matmul_swiglu(act, gate, up, x, wg, wu6), Error);
+    EXPECT_THROW(ops::matmul_swiglu(act, gate6, up, x, wg, wu), Error);
+    EXPECT_THROW(ops::matmul_swiglu(act, gate, up, x7, wg, wu), Error);
+    OwnedTensor act64(DType::f64, {2, 5});
+    EXPECT_THROW(ops::matmul_swiglu(act64, gate, up, x, wg, wu), Error);
+}
+
 // ---- attention_prologue ------------------------------------------------------------------------
 
 struct PrologueCase {

@@ -4,6 +4,7 @@
 // so outputs may alias inputs.
 #pragma once
 
+#include "core/rng.h"
 #include "vec.cuh"
 
 namespace olmo::kernels {
@@ -62,6 +63,13 @@ __global__ void fill_kernel(E* out, int64_t n, E value) {
     for (int64_t p = grid_index(); p < packs; p += grid_stride()) store_pack<N>(out + p * N, v);
     const int64_t i = packs * N + grid_index();
     if (i < n) out[i] = value;
+}
+
+// out[i] = rng.trunc_normal(i, std) rounded to f32, then to T (the host's initialisation).
+template <class T>
+__global__ void trunc_normal_kernel(T* out, int64_t n, Rng rng, double std) {
+    for (int64_t i = grid_index(); i < n; i += grid_stride())
+        out[i] = from_f32<T>(float(rng.trunc_normal(uint64_t(i), std)));
 }
 
 // d_gate = d_out · up · silu'(gate), d_up = d_out · silu(gate)

@@ -1,23 +1,41 @@
-// Skinny matrix products for decoding: out[N, O] = x[N, I] · w[O, I]ᵀ with N ≤ 16 (one token per
+// Skinny matrix products for decoding: out[N, O] = x[N, I] · w[O, I]ᵀ with N ≤ 8 (one token per
 // sequence). The work is reading w once, so the kernel is a streaming dot product: each warp owns
-// ROWS rows of w, every lane reads 16-byte vectors of them (8 / ROWS vectors per row in flight),
-// multiplies them by the same slice of every token's x (small, served from L1/L2) and accumulates
-// in f32; a warp reduction finishes each dot product. Outputs may be split into segments (w's row
-// blocks written to separate tensors), so that q|k|v|... of a layer are one pass over their
-// concatenated weights.
+// ROWS rows of w, every lane reads 16-byte vectors of them, multiplies them by the same slice of
+// every token's x (small, served from L1/L2) and accumulates in f32; a warp reduction finishes each
+// dot product. The weight loads are software-pipelined: the next batch of ROWS·U = 4 vectors per
+// lane is issued before the current one is multiplied (measured on the H200: batches of 4 beat 8
+// and 16, whose registers cost occupancy, and an unpipelined loop by 5-15%). Outputs may be split
+// into segments (w's row blocks written to separate tensors), so that q|k|v|... of a layer are one
+// pass over their concatenated weights.
+//
+// With SWIGLU, the products are an MLP's gate and up projections and the epilogue also applies the
+// activation: each warp owns ROWS/2 rows of w_gate and the same rows of w_up, and writes gate, up
+// and act = silu(gate) ⊙ up for them, rounding as the unfused ops do (no SwiGLU kernel after).
 #pragma once
 
-#include "common.cuh"
+#include "vec.cuh"
 
 namespace olmo::kernels {
 
-constexpr int kGemvWarps = 8;
+constexpr int kGemvWarps = 4;
 constexpr int kGemvMaxSegments = 8;
+constexpr int kGemvBatch = 4;  // weight vectors per lane per pipeline stage (ROWS · U)
 
 struct GemvSegments {
     int count = 0;
     int64_t start[kGemvMaxSegments + 1] = {};  // first row of each segment; start[count] = O
     void* out[kGemvMaxSegments] = {};          // [N, start[s+1] − start[s]] each
+};
+
+struct GemvArgs {
+    GemvSegments seg;
+    const __nv_bfloat16* x;     // [N, I]
+    const __nv_bfloat16* w;     // [O, I] (SWIGLU: w_gate)
+    const __nv_bfloat16* w_up;  // SWIGLU: [O, I]
+    void *gate, *up, *act;      // SWIGLU: [N, O] each; act may alias gate or up
+    int N;
+    int64_t I, O;
+    bool accumulate;
 };
 
 __device__ __forceinline__ void fma8(float& acc, const uint4& w, const uint4& x) {
@@ -31,58 +49,21 @@ __device__ __forceinline__ void fma8(float& acc, const uint4& w, const uint4& x)
     }
 }
 
+// A streaming load of weights read once: not kept in L1, and a hint to fetch whole 256-byte L2
+// lines from memory.
+__device__ __forceinline__ uint4 load_stream(const uint4* p) {
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+    return v;
+}
+
+// Finishes the dot products of a warp (lane sums) and writes them, lane 0 for the warp.
 template <int NT, int ROWS, class TO>
-__global__ void __launch_bounds__(32 * kGemvWarps)
-    gemv_kernel(GemvSegments seg, const __nv_bfloat16* __restrict__ x,
-                const __nv_bfloat16* __restrict__ w, int N, int64_t I, int64_t O, bool accumulate) {
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int64_t row0 = (int64_t(blockIdx.x) * kGemvWarps + warp) * ROWS;
-    if (row0 >= O) return;
-    float acc[ROWS][NT];
-#pragma unroll
-    for (int r = 0; r < ROWS; ++r)
-#pragma unroll
-        for (int t = 0; t < NT; ++t) acc[r][t] = 0.0f;
-    const int64_t nvec = I / 8;
-    const uint4* wv = reinterpret_cast<const uint4*>(w);
-    const uint4* xv = reinterpret_cast<const uint4*>(x);
-    int64_t wrow[ROWS];
-#pragma unroll
-    for (int r = 0; r < ROWS; ++r)
-        wrow[r] = (row0 + r < O ? row0 + r : O - 1) * nvec;  // clamp: valid reads
-    // U vectors per row in flight per lane, ROWS·U = 8 (16 bytes each): small-O products (one row
-    // per warp) need the deeper unroll to keep enough bytes in flight per SM.
-    constexpr int U = 8 / ROWS;
-    int64_t c = lane;
-    for (; c + 32 * (U - 1) < nvec; c += 32 * U) {
-        uint4 wv_[ROWS][U];
-#pragma unroll
-        for (int r = 0; r < ROWS; ++r)
-#pragma unroll
-            for (int u = 0; u < U; ++u) wv_[r][u] = __ldg(wv + wrow[r] + c + 32 * u);
-#pragma unroll
-        for (int t = 0; t < NT; ++t) {
-            if (t >= N) break;
-#pragma unroll
-            for (int u = 0; u < U; ++u) {
-                const uint4 xa = xv[t * nvec + c + 32 * u];
-#pragma unroll
-                for (int r = 0; r < ROWS; ++r) fma8(acc[r][t], wv_[r][u], xa);
-            }
-        }
-    }
-    for (; c < nvec; c += 32) {
-        uint4 a[ROWS];
-#pragma unroll
-        for (int r = 0; r < ROWS; ++r) a[r] = __ldg(wv + wrow[r] + c);
-#pragma unroll
-        for (int t = 0; t < NT; ++t) {
-            if (t >= N) break;
-            const uint4 xa = xv[t * nvec + c];
-#pragma unroll
-            for (int r = 0; r < ROWS; ++r) fma8(acc[r][t], a[r], xa);
-        }
-    }
+__device__ __forceinline__ void gemv_store(const GemvSegments& seg, float (&acc)[ROWS][NT],
+                                           int64_t row0, int lane, int N, int64_t O,
+                                           bool accumulate) {
 #pragma unroll
     for (int r = 0; r < ROWS; ++r)
 #pragma unroll
@@ -104,6 +85,112 @@ __global__ void __launch_bounds__(32 * kGemvWarps)
             out[t * cols + col] = from_f32<TO>(v);
         }
     }
+}
+
+// The SWIGLU epilogue: rows row0 .. row0 + H − 1 of gate (acc[0 .. H)) and of up (acc[H .. 2H)).
+template <int NT, int ROWS, class TO>
+__device__ __forceinline__ void gemv_swiglu_store(const GemvArgs& a, float (&acc)[ROWS][NT],
+                                                  int64_t row0, int lane) {
+    constexpr int H = ROWS / 2;
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r)
+#pragma unroll
+        for (int t = 0; t < NT; ++t) acc[r][t] = warp_sum(acc[r][t]);
+    if (lane != 0) return;
+    TO *gate = static_cast<TO*>(a.gate), *up = static_cast<TO*>(a.up),
+       *act = static_cast<TO*>(a.act);
+#pragma unroll
+    for (int r = 0; r < H; ++r) {
+        const int64_t o = row0 + r;
+        if (o >= a.O) break;
+#pragma unroll
+        for (int t = 0; t < NT; ++t) {
+            if (t >= a.N) break;
+            const TO g = from_f32<TO>(acc[r][t]), u = from_f32<TO>(acc[H + r][t]);
+            const int64_t at = t * a.O + o;
+            gate[at] = g;
+            up[at] = u;
+            act[at] = from_f32<TO>(silu_f(to_f32(g)) * to_f32(u));  // as SwigluOp
+        }
+    }
+}
+
+// grid ⌈O / (kGemvWarps · ROWS)⌉ blocks of 32 · kGemvWarps threads (SWIGLU: ROWS/2 rows of each
+// of the two weights per warp).
+template <int NT, int ROWS, class TO, bool SWIGLU>
+__global__ void __launch_bounds__(32 * kGemvWarps) gemv_kernel(GemvArgs a) {
+    static_assert(!SWIGLU || ROWS % 2 == 0, "SWIGLU pairs gate and up rows");
+    constexpr int U = kGemvBatch / ROWS;
+    constexpr int kOwnRows = SWIGLU ? ROWS / 2 : ROWS;  // rows of the output per warp
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int64_t O = a.O, nvec = a.I / 8;
+    const int64_t row0 = (int64_t(blockIdx.x) * kGemvWarps + warp) * kOwnRows;
+    if (row0 >= O) return;
+    const uint4* wrow[ROWS];
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) {
+        const int64_t row = row0 + r % kOwnRows;
+        const __nv_bfloat16* base = SWIGLU && r >= kOwnRows ? a.w_up : a.w;
+        wrow[r] = reinterpret_cast<const uint4*>(base) + (row < O ? row : O - 1) * nvec +
+                  lane;  // clamped: valid reads
+    }
+    const uint4* xv = reinterpret_cast<const uint4*>(a.x);
+    const int N = a.N;
+    float acc[ROWS][NT];
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r)
+#pragma unroll
+        for (int t = 0; t < NT; ++t) acc[r][t] = 0.0f;
+    constexpr int64_t kStep = 32 * U;
+    const int64_t full = nvec / kStep;  // whole batches of U vectors per lane
+    uint4 cur[ROWS][U], nxt[ROWS][U];
+    if (full > 0) {
+#pragma unroll
+        for (int r = 0; r < ROWS; ++r)
+#pragma unroll
+            for (int u = 0; u < U; ++u) cur[r][u] = load_stream(wrow[r] + 32 * u);
+    }
+    for (int64_t it = 0; it < full; ++it) {
+        const int64_t c = it * kStep;
+        if (it + 1 < full) {
+#pragma unroll
+            for (int r = 0; r < ROWS; ++r)
+#pragma unroll
+                for (int u = 0; u < U; ++u) nxt[r][u] = load_stream(wrow[r] + c + kStep + 32 * u);
+        }
+#pragma unroll
+        for (int t = 0; t < NT; ++t) {
+            if (t >= N) break;
+#pragma unroll
+            for (int u = 0; u < U; ++u) {
+                const uint4 xa = xv[t * nvec + c + lane + 32 * u];
+#pragma unroll
+                for (int r = 0; r < ROWS; ++r) fma8(acc[r][t], cur[r][u], xa);
+            }
+        }
+        if (it + 1 < full) {
+#pragma unroll
+            for (int r = 0; r < ROWS; ++r)
+#pragma unroll
+                for (int u = 0; u < U; ++u) cur[r][u] = nxt[r][u];
+        }
+    }
+    for (int64_t c = full * kStep + lane; c < nvec; c += 32) {
+        uint4 w[ROWS];
+#pragma unroll
+        for (int r = 0; r < ROWS; ++r) w[r] = load_stream(wrow[r] - lane + c);
+#pragma unroll
+        for (int t = 0; t < NT; ++t) {
+            if (t >= N) break;
+            const uint4 xa = xv[t * nvec + c];
+#pragma unroll
+            for (int r = 0; r < ROWS; ++r) fma8(acc[r][t], w[r], xa);
+        }
+    }
+    if constexpr (SWIGLU)
+        gemv_swiglu_store<NT, ROWS, TO>(a, acc, row0, lane);
+    else
+        gemv_store<NT, ROWS, TO>(a.seg, acc, row0, lane, N, O, a.accumulate);
 }
 
 }  // namespace olmo::kernels
