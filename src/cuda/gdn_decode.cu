@@ -29,6 +29,51 @@ void launch(const kernels::GdnDecodeArgs<T>& args, int64_t B) {
     CUDA_CHECK_LAUNCH();
 }
 
+// The cluster kernel (kernels/gdn_decode.cuh) when there is no GVA and a head's columns fit one
+// cluster; KP ≥ ⌈Dk/4⌉ rows per thread.
+template <class T, int KP>
+void launch_cluster(const kernels::GdnDecodeArgs<T>& args, int64_t B) {
+    const int S = int((args.Dv + kernels::kGdnClusterColumns - 1) / kernels::kGdnClusterColumns);
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = dim3(unsigned(B * args.H * S));
+    cfg.blockDim = dim3(32 * kernels::kGdnClusterWarps);
+    cfg.stream = current_stream();
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = unsigned(S);
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernels::gdn_decode_cluster_kernel<T, KP>, args));
+}
+
+// The cluster kernel pays off while its blocks fit the GPU about once (small batches): each block
+// is a short latency chain, and more waves of them cost more than the per-key-head kernel's
+// longer columns.
+template <class T>
+bool cluster_fits(const kernels::GdnDecodeArgs<T>& args, int64_t B) {
+    const int64_t S = (args.Dv + kernels::kGdnClusterColumns - 1) / kernels::kGdnClusterColumns;
+    return args.H == args.Hk && S <= kernels::kGdnClusterMaxBlocks && args.Dk <= 4 * 64 &&
+           args.W >= 1 && args.W <= kernels::kGdnClusterMaxW &&
+           B * args.H * S <= 4 * int64_t(multiprocessor_count()) && device_has_sm90_features();
+}
+
+template <class T>
+void launch_cluster_any(const kernels::GdnDecodeArgs<T>& args, int64_t B) {
+    const int rows = (args.Dk + kernels::kGdnClusterWarps - 1) / kernels::kGdnClusterWarps;
+    if (rows <= 8)
+        launch_cluster<T, 8>(args, B);
+    else if (rows <= 16)
+        launch_cluster<T, 16>(args, B);
+    else if (rows <= 24)
+        launch_cluster<T, 24>(args, B);
+    else if (rows <= 32)
+        launch_cluster<T, 32>(args, B);
+    else
+        launch_cluster<T, 64>(args, B);
+}
+
 }  // namespace
 
 void gdn_decode_step(const Tensor& y, const Tensor& state, const Tensor& conv_q_state,
@@ -69,7 +114,9 @@ void gdn_decode_step(const Tensor& y, const Tensor& state, const Tensor& conv_q_
         p.q_scale = 1.0f / std::sqrt(float(Dk));
         p.l2_eps = l2_eps;
         p.norm_eps = norm_eps;
-        if (Dk <= 32)
+        if (cluster_fits(p, B))
+            launch_cluster_any<T>(p, B);
+        else if (Dk <= 32)
             launch<T, 32>(p, B);
         else if (Dk <= 64)
             launch<T, 64>(p, B);

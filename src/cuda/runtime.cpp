@@ -17,6 +17,7 @@ struct Runtime {
     void* workspace = nullptr;
     size_t workspace_bytes = size_t(64) << 20;
     int sms = 0;
+    int major = 0;  // compute capability
     Runtime() {
         int count = 0;
         if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0)
@@ -30,6 +31,7 @@ struct Runtime {
         CUBLAS_CHECK(cublasSetMathMode(blas, CUBLAS_DEFAULT_MATH));
         CUDA_CHECK(cudaMalloc(&workspace, workspace_bytes));
         CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+        CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0));
     }
 };
 
@@ -64,6 +66,10 @@ size_t lt_workspace_bytes() {
 }
 int multiprocessor_count() {
     return rt().sms;
+}
+
+bool device_has_sm90_features() {
+    return rt().major >= 9;
 }
 
 void* scratch(int slot, size_t bytes) {

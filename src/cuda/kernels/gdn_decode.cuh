@@ -16,6 +16,8 @@
 // Sums run in the CPU reference's order (conv taps ascending, state rows ascending).
 #pragma once
 
+#include <cooperative_groups.h>
+
 #include "gdn_gates.cuh"
 #include "vec.cuh"
 
@@ -153,6 +155,215 @@ __global__ void __launch_bounds__(kMaxThreads) gdn_decode_step_kernel(GdnDecodeA
             p.y[row + j] =
                 from_f32<T>(to_f32(p.o_norm[j]) * (o[j] * rn) * silu_f(to_f32(p.z[row + j])));
     }
+}
+
+// The same step spread over a thread-block cluster per (sequence b, head h), for H = Hk (no GVA):
+// block `s` of the cluster owns the 32 state columns s·32 .. s·32 + 31 (lane = column) and splits
+// the Dk rows of each column over its 4 warps (KP ≥ ⌈Dk/4⌉ rows each), so a layer's state is
+// read by B·H·⌈Dv/32⌉ blocks instead of B·Hk. Every block computes the conv, SiLU and L2 norm of
+// the head's q and k itself; the v channels of its columns are its own. Across the cluster, two
+// barriers: the first publishes each block's sum of squares of o for the gated RMSNorm (read by
+// the others through distributed shared memory) and marks that every block has read the q/k conv
+// rows, which block 0 then rolls; the second keeps each block's shared memory alive until the
+// others have read it. The state loads are issued first, their latency hidden by the conv phase.
+constexpr int kGdnClusterWarps = 4;
+constexpr int kGdnClusterColumns = 32;
+constexpr int kGdnClusterMaxBlocks = 8;  // portable cluster size: Dv ≤ 256
+
+constexpr int kGdnClusterMaxW = 4;  // conv taps the cluster kernel holds in registers
+
+// The split cluster barrier: arrive when done with the other blocks' shared memory, wait before
+// leaving (so that no block's shared memory goes while another still reads it).
+__device__ __forceinline__ void cluster_arrive() {
+    asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");
+}
+__device__ __forceinline__ void cluster_wait() {
+    asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
+}
+
+// grid B·H·S blocks of 128 threads in clusters of S = ⌈Dv/32⌉ (≤ 8) along x; W ≤ 4.
+template <class T, int KP>
+__global__ void __launch_bounds__(32 * kGdnClusterWarps)
+    gdn_decode_cluster_kernel(GdnDecodeArgs<T> p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    namespace cg = cooperative_groups;
+    cg::cluster_group cluster = cg::this_cluster();
+    constexpr int kThreads = 32 * kGdnClusterWarps, kMaxDk = kGdnClusterWarps * KP;
+    constexpr int kConv = (2 * kMaxDk + kThreads - 1) / kThreads;  // q/k channels per thread
+    __shared__ float s_q[kMaxDk], s_k[kMaxDk];
+    __shared__ float s_hist[2 * kMaxDk][kGdnClusterMaxW - 1];  // block 0: the rolled q/k rows
+    __shared__ float s_v[kGdnClusterColumns];
+    __shared__ float s_part[2][kGdnClusterWarps][kGdnClusterColumns];
+    __shared__ float s_red[kGdnClusterWarps][2];
+    __shared__ float s_sumsq;
+    const int Dk = p.Dk, Dv = p.Dv, H = p.H, W = p.W, S = int(cluster.num_blocks());
+    const int slice = int(cluster.block_rank());
+    const int64_t bh = blockIdx.x / S, b = bh / H;
+    const int h = int(bh % H);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int j = slice * kGdnClusterColumns + lane;  // this thread's state column
+    const bool has_col = j < Dv;
+    const int rows = (Dk + kGdnClusterWarps - 1) / kGdnClusterWarps, row0 = warp * rows;
+    const int64_t Kd = int64_t(H) * Dk, Vd = int64_t(H) * Dv;
+    const int R = W - 1;
+
+    // Every load that depends on nothing computed here is issued first: the state rows of this
+    // thread, the gate inputs, the output gate and norm weight of its column, and the conv rows,
+    // taps and inputs of its q/k channels (tid + 128 k) and of its v channel (warp 0).
+    float* st = p.state + bh * Dk * Dv + j;
+    float col[KP];
+#pragma unroll
+    for (int i = 0; i < KP; ++i)
+        col[i] = (has_col && i < rows && row0 + i < Dk) ? st[int64_t(row0 + i) * Dv] : 0.0f;
+    const float a_in = to_f32(p.a[bh]), b_in = to_f32(p.b[bh]);
+    const float A_log = to_f32(p.A_log[h]), dt_bias = to_f32(p.dt_bias[h]);
+    const int64_t y_at = bh * Dv + j;
+    const bool v_lane = warp == 0 && has_col;
+    const float z = v_lane ? to_f32(p.z[y_at]) : 0.0f;
+    const float o_norm = v_lane ? to_f32(p.o_norm[j]) : 0.0f;
+    // Rows, taps and input of each channel; indices are compile-time so that all stay in registers.
+    float hist[kConv][kGdnClusterMaxW], taps[kConv][kGdnClusterMaxW], x_in[kConv], x_tap[kConv];
+#pragma unroll
+    for (int k = 0; k < kConv; ++k) {
+        const int idx = threadIdx.x + k * kThreads;
+        if (idx >= 2 * Dk) continue;
+        const bool is_q = idx < Dk;
+        const int64_t c = int64_t(h) * Dk + (is_q ? idx : idx - Dk);
+        const T* cst = (is_q ? p.conv_q_state : p.conv_k_state) + b * R * Kd + c;
+        const T* w = (is_q ? p.conv_q : p.conv_k) + c * W;
+#pragma unroll
+        for (int r = 0; r < kGdnClusterMaxW; ++r) {
+            if (r < R) hist[k][r] = to_f32(cst[r * Kd]);
+            if (r < R) taps[k][r] = to_f32(w[r]);
+        }
+        x_tap[k] = to_f32(w[R]);
+        x_in[k] = to_f32((is_q ? p.q : p.k)[b * Kd + c]);
+    }
+    float v_hist[kGdnClusterMaxW], v_taps[kGdnClusterMaxW], v_x = 0.0f, v_x_tap = 0.0f;
+    const int64_t vc = int64_t(h) * Dv + j;
+    T* v_st = p.conv_v_state + b * R * Vd + vc;
+    if (v_lane) {
+#pragma unroll
+        for (int r = 0; r < kGdnClusterMaxW; ++r) {
+            if (r < R) v_hist[r] = to_f32(v_st[r * Vd]);
+            if (r < R) v_taps[r] = to_f32(p.conv_v[vc * W + r]);
+        }
+        v_x_tap = to_f32(p.conv_v[vc * W + R]);
+        v_x = to_f32(p.v[b * Vd + vc]);
+    }
+
+    // Conv + SiLU (taps in ascending order, then the input, as the reference); block 0 keeps the
+    // q/k rows for the roll; the v channels are rolled here (each is this thread's alone).
+#pragma unroll
+    for (int k = 0; k < kConv; ++k) {
+        const int idx = threadIdx.x + k * kThreads;
+        if (idx >= 2 * Dk) continue;
+        float pre = 0.0f;
+#pragma unroll
+        for (int r = 0; r < kGdnClusterMaxW; ++r)
+            if (r < R) pre += taps[k][r] * hist[k][r];
+        pre += x_tap[k] * x_in[k];
+        (idx < Dk ? s_q[idx] : s_k[idx - Dk]) = silu_f(pre);
+        if (slice == 0)
+#pragma unroll
+            for (int r = 0; r + 1 < kGdnClusterMaxW; ++r)
+                if (r < R) s_hist[idx][r] = r + 1 < R ? hist[k][r + 1] : x_in[k];
+    }
+    if (v_lane) {
+        float pre = 0.0f;
+#pragma unroll
+        for (int r = 0; r < kGdnClusterMaxW; ++r)
+            if (r < R) pre += v_taps[r] * v_hist[r];
+        pre += v_x_tap * v_x;
+        s_v[lane] = silu_f(pre);
+#pragma unroll
+        for (int r = 0; r + 1 < kGdnClusterMaxW; ++r)
+            if (r < R) v_st[r * Vd] = from_f32<T>(r + 1 < R ? v_hist[r + 1] : v_x);
+    }
+    const float g = -expf(A_log) * softplus_f(a_in + dt_bias);
+    const float beta = p.beta_scale * sigmoid_f(b_in);
+    __syncthreads();
+
+    // L2 norms (eps inside the square root, on the sum of squares): both sums in one reduction.
+    float sq = 0.0f, sk = 0.0f;
+    for (int i = threadIdx.x; i < Dk; i += kThreads) {
+        sq += s_q[i] * s_q[i];
+        sk += s_k[i] * s_k[i];
+    }
+    sq = warp_sum(sq);
+    sk = warp_sum(sk);
+    if (lane == 0) {
+        s_red[warp][0] = sq;
+        s_red[warp][1] = sk;
+    }
+    __syncthreads();
+    sq = 0.0f;
+    sk = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kGdnClusterWarps; ++w) {
+        sq += s_red[w][0];
+        sk += s_red[w][1];
+    }
+    const float rq = p.q_scale / sqrtf(sq + p.l2_eps), rk = 1.0f / sqrtf(sk + p.l2_eps);
+
+    // One token of the delta rule: h ← α h;  u = β (v − h·k);  h += k u;  o = h·q, the sums over
+    // the Dk rows taken per warp, then across the warps in order. q and k are read unscaled and
+    // scaled here (every thread has its rq, rk).
+    const float alpha = expf(g);
+    float hk = 0.0f;
+#pragma unroll
+    for (int i = 0; i < KP; ++i) {
+        if (i < rows && row0 + i < Dk) {
+            col[i] *= alpha;
+            hk += (s_k[row0 + i] * rk) * col[i];
+        }
+    }
+    s_part[0][warp][lane] = hk;
+    __syncthreads();
+    hk = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kGdnClusterWarps; ++w) hk += s_part[0][w][lane];
+    const float u = beta * ((has_col ? s_v[lane] : 0.0f) - hk);
+    float o = 0.0f;
+#pragma unroll
+    for (int i = 0; i < KP; ++i) {
+        if (i < rows && row0 + i < Dk) {
+            col[i] += (s_k[row0 + i] * rk) * u;
+            o += (s_q[row0 + i] * rq) * col[i];
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < KP; ++i)
+        if (has_col && i < rows && row0 + i < Dk) st[int64_t(row0 + i) * Dv] = col[i];
+    s_part[1][warp][lane] = o;
+    __syncthreads();
+
+    // Gated RMSNorm over the head's Dv outputs: sums of squares exchanged across the cluster.
+    float ss = 0.0f;
+    if (warp == 0) {
+        o = 0.0f;
+#pragma unroll
+        for (int w = 0; w < kGdnClusterWarps; ++w) o += s_part[1][w][lane];
+        const float own = warp_sum(has_col ? o * o : 0.0f);
+        if (lane == 0) s_sumsq = own;
+    }
+    cluster.sync();  // sums published; every block has read the q/k conv rows
+    if (warp == 0) ss = warp_sum(lane < S ? *cluster.map_shared_rank(&s_sumsq, lane) : 0.0f);
+    cluster_arrive();
+    if (slice == 0) {  // the q/k conv-state roll, from the rows kept above
+        for (int idx = threadIdx.x; idx < 2 * Dk; idx += kThreads) {
+            const bool is_q = idx < Dk;
+            const int64_t c = int64_t(h) * Dk + (is_q ? idx : idx - Dk);
+            T* cst = (is_q ? p.conv_q_state : p.conv_k_state) + b * R * Kd + c;
+            for (int r = 0; r < R; ++r) cst[r * Kd] = from_f32<T>(s_hist[idx][r]);
+        }
+    }
+    if (v_lane) {
+        const float rn = 1.0f / sqrtf(ss / float(Dv) + p.norm_eps);
+        p.y[y_at] = from_f32<T>(o_norm * (o * rn) * silu_f(z));
+    }
+    cluster_wait();
+#endif
 }
 
 }  // namespace olmo::kernels

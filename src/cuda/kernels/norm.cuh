@@ -41,28 +41,54 @@ __global__ void rmsnorm_kernel(T* out, const T* residual, const T* x, const T* w
     const T* xr = x + row * C;
     T* yr = out + row * C;
     const int64_t packs = C / N;
+    // The first K packs of each thread stay in registers between the two passes (with their weight
+    // and residual, loaded at once): one memory round trip instead of two for rows of up to
+    // K · group size packs (a decode row of 3,840 in one block). Sums run in the same order.
+    constexpr int K = 2;
+    float v[K][N], wv[K][N], res[K][N];
     float ss = 0.0f;
-    for (int64_t p = G::lane(); p < packs; p += G::size()) {
-        float v[N];
-        load_f32<N>(v, xr + p * N);
 #pragma unroll
-        for (int k = 0; k < N; ++k) ss += v[k] * v[k];
+    for (int k = 0; k < K; ++k) {
+        const int64_t p = G::lane() + int64_t(k) * G::size();
+        if (p >= packs) continue;
+        load_f32<N>(v[k], xr + p * N);
+        load_f32<N>(wv[k], w + p * N);
+        if (residual) load_f32<N>(res[k], residual + row * C + p * N);
+#pragma unroll
+        for (int n = 0; n < N; ++n) ss += v[k][n] * v[k][n];
+    }
+    for (int64_t p = G::lane() + int64_t(K) * G::size(); p < packs; p += G::size()) {
+        float u[N];
+        load_f32<N>(u, xr + p * N);
+#pragma unroll
+        for (int n = 0; n < N; ++n) ss += u[n] * u[n];
     }
     ss = G::sum(ss);
     const float r = 1.0f / sqrtf(ss / float(C) + eps);
-    for (int64_t p = G::lane(); p < packs; p += G::size()) {
-        float v[N], wv[N];
-        load_f32<N>(v, xr + p * N);
-        load_f32<N>(wv, w + p * N);
 #pragma unroll
-        for (int k = 0; k < N; ++k) v[k] = wv[k] * (v[k] * r);
-        if (residual) {
-            float res[N];
-            load_f32<N>(res, residual + row * C + p * N);
+    for (int k = 0; k < K; ++k) {
+        const int64_t p = G::lane() + int64_t(k) * G::size();
+        if (p >= packs) continue;
 #pragma unroll
-            for (int k = 0; k < N; ++k) v[k] += res[k];
+        for (int n = 0; n < N; ++n) {
+            v[k][n] = wv[k][n] * (v[k][n] * r);
+            if (residual) v[k][n] += res[k][n];
         }
-        store_f32<N>(yr + p * N, v);
+        store_f32<N>(yr + p * N, v[k]);
+    }
+    for (int64_t p = G::lane() + int64_t(K) * G::size(); p < packs; p += G::size()) {
+        float u[N], uw[N];
+        load_f32<N>(u, xr + p * N);
+        load_f32<N>(uw, w + p * N);
+#pragma unroll
+        for (int n = 0; n < N; ++n) u[n] = uw[n] * (u[n] * r);
+        if (residual) {
+            float ur[N];
+            load_f32<N>(ur, residual + row * C + p * N);
+#pragma unroll
+            for (int n = 0; n < N; ++n) u[n] += ur[n];
+        }
+        store_f32<N>(yr + p * N, u);
     }
 }
 
