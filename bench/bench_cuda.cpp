@@ -2,6 +2,8 @@
 //   bench_cuda gdn  --B 1 --T 2048 --H 30 --Dk 96 --Dv 192     chunked GDN forward alone
 //   bench_cuda e2e  --model DIR [--prompts 2048,8192] [--batches 1,16,64] [--context 512] [--steps
 //   64]
+//   bench_cuda e2e  --config config.json [--seed 0] ...          random weights made on the device
+//   bench_cuda gemv --shapes 17340x3840,3840x5760 [--tokens 1]   decode matrix products alone
 // Timings use CUDA events around many repetitions (median), inputs are random, never zeros.
 #include <algorithm>
 #include <chrono>
@@ -11,6 +13,8 @@
 #include <map>
 #include <string>
 #include <vector>
+
+#include <nvtx3/nvToolsExt.h>
 
 #include "core/rng.h"
 #include "cuda/profiler.h"
@@ -31,15 +35,21 @@ std::map<std::string, std::string> parse(int argc, char** argv) {
     return a;
 }
 
-std::vector<int64_t> list(const std::string& s) {
-    std::vector<int64_t> v;
+std::vector<std::string> split(const std::string& s) {
+    std::vector<std::string> v;
     size_t i = 0;
     while (i < s.size()) {
         size_t j = s.find(',', i);
         if (j == std::string::npos) j = s.size();
-        v.push_back(std::stoll(s.substr(i, j - i)));
+        v.push_back(s.substr(i, j - i));
         i = j + 1;
     }
+    return v;
+}
+
+std::vector<int64_t> list(const std::string& s) {
+    std::vector<int64_t> v;
+    for (const std::string& item : split(s)) v.push_back(std::stoll(item));
     return v;
 }
 
@@ -107,14 +117,21 @@ void bench_gdn(const std::map<std::string, std::string>& a) {
 }
 
 void bench_e2e(const std::map<std::string, std::string>& a) {
-    const std::string dir = a.at("model");
     const auto prompts = list(a.count("prompts") ? a.at("prompts") : "2048,8192");
     const auto batches = list(a.count("batches") ? a.at("batches") : "1,16,64");
     const int64_t context = a.count("context") ? std::stoll(a.at("context")) : 512;
     const int64_t steps = a.count("steps") ? std::stoll(a.at("steps")) : 64;
     const auto t0 = std::chrono::steady_clock::now();
     cuda::reset_peak_allocated();
-    Model model = Model::load(dir, Device::cuda, DType::bf16);
+    // A checkpoint folder, or a config whose weights are drawn on the device (the values
+    // `olmo-hybrid init --seed` writes, without a 15 GB file to write and read back).
+    Model model = [&] {
+        if (a.count("model")) return Model::load(a.at("model"), Device::cuda, DType::bf16);
+        ModelConfig config = ModelConfig::from_file(a.at("config"));
+        ModelWeights weights(config, Device::cuda, DType::bf16);
+        weights.init_random(a.count("seed") ? std::stoull(a.at("seed")) : 0);
+        return Model(std::move(config), std::move(weights));
+    }();
     cuda::synchronize();
     const double load_s =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -191,7 +208,9 @@ void bench_e2e(const std::map<std::string, std::string>& a) {
             DecodeGraph eager(model, st, 1, false);
             eager.step(next);
             ops::set_observer(&prof);
+            nvtxRangePushA("decode_step");  // for profilers: ncu --nvtx --nvtx-include decode_step/
             eager.step(next);
+            nvtxRangePop();
             ops::set_observer(nullptr);
             double total = 0;
             for (auto& [op, e] : prof.collect()) {
@@ -207,11 +226,54 @@ void bench_e2e(const std::map<std::string, std::string>& a) {
                 double(cuda::peak_allocated_bytes()) / 1e6, weight_bytes - embed_bytes);
 }
 
+// Decode-sized matrix products alone: for each shape OxI, out[N, O] = x[N, I] · wᵀ over enough
+// distinct weight matrices that none is served from L2, replayed from a CUDA graph (launch gaps as
+// in a decode step). Prints the time per product and the weight bytes streamed per second.
+void bench_gemv(const std::map<std::string, std::string>& a) {
+    const int64_t N = a.count("tokens") ? std::stoll(a.at("tokens")) : 1;
+    for (const std::string& shape : split(a.at("shapes"))) {
+        const size_t x_at = shape.find('x');
+        OLMO_CHECK(x_at != std::string::npos, "shapes are OxI, got ", shape);
+        const int64_t O = std::stoll(shape.substr(0, x_at)), I = std::stoll(shape.substr(x_at + 1));
+        const double bytes = double(O) * double(I) * 2;
+        const int copies = int(std::max(2.0, std::ceil(400e6 / bytes)));  // > 8× the 50 MB L2
+        // Random rows tiled over every copy (drawing 400 MB on the host would dominate the run).
+        const int64_t tile_rows = std::min<int64_t>(O, 1024);
+        OwnedTensor tile = random_device(DType::bf16, {tile_rows, I}, 50, -0.05f, 0.05f);
+        std::vector<OwnedTensor> ws;
+        for (int i = 0; i < copies; ++i) {
+            ws.emplace_back(DType::bf16, std::initializer_list<int64_t>{O, I}, Device::cuda);
+            for (int64_t r = 0; r < O; r += tile_rows) {
+                const int64_t n = std::min(tile_rows, O - r);
+                CUDA_CHECK(cudaMemcpy(static_cast<char*>(ws.back()->data) + r * I * 2, tile->data,
+                                      size_t(n * I * 2), cudaMemcpyDeviceToDevice));
+            }
+        }
+        OwnedTensor x = random_device(DType::bf16, {N, I}, 40, -1, 1);
+        OwnedTensor out(DType::bf16, {N, O}, Device::cuda);
+        cudaStream_t s = cuda::current_stream();
+        cudaGraph_t graph;
+        cudaGraphExec_t exec;
+        CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+        for (int i = 0; i < copies; ++i) ops::matmul(out, x, ws[size_t(i)]);
+        CUDA_CHECK(cudaStreamEndCapture(s, &graph));
+        CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+        const double ms = time_ms([&] { CUDA_CHECK(cudaGraphLaunch(exec, s)); }, 20, 3) / copies;
+        CUDA_CHECK(cudaGraphExecDestroy(exec));
+        CUDA_CHECK(cudaGraphDestroy(graph));
+        std::printf(
+            "{\"bench\": \"gemv\", \"O\": %lld, \"I\": %lld, \"N\": %lld, \"us\": %.2f, "
+            "\"tb_per_s\": %.3f}\n",
+            (long long)O, (long long)I, (long long)N, ms * 1e3, bytes / ms / 1e9);
+        std::fflush(stdout);
+    }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
     if (argc < 2) {
-        std::fprintf(stderr, "usage: bench_cuda gdn|e2e --key value ...\n");
+        std::fprintf(stderr, "usage: bench_cuda gdn|e2e|gemv --key value ...\n");
         return 2;
     }
     try {
@@ -221,6 +283,8 @@ int main(int argc, char** argv) {
             bench_gdn(a);
         else if (what == "e2e")
             bench_e2e(a);
+        else if (what == "gemv")
+            bench_gemv(a);
         else
             fail("unknown benchmark ", what);
     } catch (const std::exception& e) {

@@ -50,6 +50,12 @@ def main():
         print(f"\n== one eager decode step at B=1, by op (sum {t:.3f} ms; the graph removes launch gaps)")
         for r in ops[:12]:
             print(f"  {r['op']:<22} {r['calls']:4d} calls {r['ms']:8.3f} ms {r['ms'] / t:6.1%}")
+    gemv = by("gemv")
+    if gemv:
+        print("\n== decode matrix products alone (one token, back to back from a CUDA graph)")
+        for r in gemv:
+            print(f"  {r['O']:>6} x {r['I']:<6} {r['us']:8.2f} us  {r['tb_per_s']:.2f} TB/s = "
+                  f"{r['tb_per_s'] * 1e12 / PEAK_BYTES:.0%} of the copy bandwidth")
     for r in mem:
         print(f"\n== peak device memory: {r['peak_mb']:.0f} MB (weights {weight_bytes / 1e9:.2f} GB streamed per token)")
     for r in by("hf_memory"):
