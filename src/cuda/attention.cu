@@ -39,16 +39,10 @@ template <class T>
 void rowwise(const Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v,
              const Tensor& kv_lens, int64_t window, float scale) {
     const int64_t dims = std::max(q.size(3), v.size(3));
-    if (dims <= 32)
-        launch_rowwise<T, 1>(out, q, k, v, kv_lens, window, scale);
-    else if (dims <= 64)
-        launch_rowwise<T, 2>(out, q, k, v, kv_lens, window, scale);
-    else if (dims <= 128)
-        launch_rowwise<T, 4>(out, q, k, v, kv_lens, window, scale);
-    else if (dims <= 256)
-        launch_rowwise<T, 8>(out, q, k, v, kv_lens, window, scale);
-    else
-        fail("[attention] CUDA supports head dims up to 256, got ", dims);
+    // Dims per lane: 1, 2, 4 or 8 for head dims up to 32, 64, 128, 256.
+    dispatch_bound<32, 64, 128, 256>(dims, "attention", "head dims", [&](auto bound) {
+        launch_rowwise<T, decltype(bound)::value / 32>(out, q, k, v, kv_lens, window, scale);
+    });
 }
 
 template <int HD>

@@ -3,6 +3,9 @@
 
 #include <cuda_bf16.h>
 
+#include <algorithm>
+#include <type_traits>
+
 #include "core/tensor.h"
 
 namespace olmo::cuda {
@@ -16,6 +19,18 @@ void dispatch_float(const Tensor& t, const char* op, Fn&& fn) {
         fn(__nv_bfloat16{});
     } else {
         fail("[", op, "] CUDA supports f32 and bf16, got ", dtype_name(t.dtype));
+    }
+}
+
+// Calls fn(std::integral_constant<int, K>{}) with the first of the ascending bounds Ks that is ≥ n
+// (a kernel's compile-time size); fails naming `what` past the last one.
+template <int... Ks, class Fn>
+void dispatch_bound(int64_t n, const char* op, const char* what, Fn&& fn) {
+    bool done = false;
+    ((!done && n <= Ks ? (fn(std::integral_constant<int, Ks>{}), done = true) : false), ...);
+    if (!done) {
+        const int largest = std::max({Ks...});
+        fail("[", op, "] CUDA supports ", what, " up to ", largest, ", got ", n);
     }
 }
 

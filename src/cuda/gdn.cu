@@ -34,19 +34,9 @@ void launch_recurrent(const Tensor& o, const Tensor& state, const Tensor& q, con
 template <class T>
 void recurrent(const Tensor& o, const Tensor& state, const Tensor& q, const Tensor& k,
                const Tensor& v, const Tensor& g, const Tensor& beta) {
-    const int64_t Dk = q.size(3);
-    if (Dk <= 32)
-        launch_recurrent<T, 32>(o, state, q, k, v, g, beta);
-    else if (Dk <= 64)
-        launch_recurrent<T, 64>(o, state, q, k, v, g, beta);
-    else if (Dk <= 96)
-        launch_recurrent<T, 96>(o, state, q, k, v, g, beta);
-    else if (Dk <= 128)
-        launch_recurrent<T, 128>(o, state, q, k, v, g, beta);
-    else if (Dk <= 256)
-        launch_recurrent<T, 256>(o, state, q, k, v, g, beta);
-    else
-        fail("[gdn] CUDA supports key head dims up to 256, got ", Dk);
+    dispatch_bound<32, 64, 96, 128, 256>(q.size(3), "gdn", "key head dims", [&](auto kmax) {
+        launch_recurrent<T, decltype(kmax)::value>(o, state, q, k, v, g, beta);
+    });
 }
 
 int max_dynamic_smem() {

@@ -62,16 +62,9 @@ bool cluster_fits(const kernels::GdnDecodeArgs<T>& args, int64_t B) {
 template <class T>
 void launch_cluster_any(const kernels::GdnDecodeArgs<T>& args, int64_t B) {
     const int rows = (args.Dk + kernels::kGdnClusterWarps - 1) / kernels::kGdnClusterWarps;
-    if (rows <= 8)
-        launch_cluster<T, 8>(args, B);
-    else if (rows <= 16)
-        launch_cluster<T, 16>(args, B);
-    else if (rows <= 24)
-        launch_cluster<T, 24>(args, B);
-    else if (rows <= 32)
-        launch_cluster<T, 32>(args, B);
-    else
-        launch_cluster<T, 64>(args, B);
+    dispatch_bound<8, 16, 24, 32, 64>(rows, "gdn_decode_step", "key rows per warp", [&](auto kp) {
+        launch_cluster<T, decltype(kp)::value>(args, B);
+    });
 }
 
 }  // namespace
@@ -84,7 +77,6 @@ void gdn_decode_step(const Tensor& y, const Tensor& state, const Tensor& conv_q_
                      const Tensor& o_norm, bool allow_neg_eigval, float l2_eps, float norm_eps) {
     const int64_t B = state.shape[0], H = state.shape[1], Dk = state.shape[2], Dv = state.shape[3];
     if (B == 0) return;
-    if (Dk > 256) fail("[gdn_decode_step] CUDA supports key head dims up to 256, got ", Dk);
     dispatch_float(q, "gdn_decode_step", [&](auto tag) {
         using T = decltype(tag);
         kernels::GdnDecodeArgs<T> p{};
@@ -116,16 +108,10 @@ void gdn_decode_step(const Tensor& y, const Tensor& state, const Tensor& conv_q_
         p.norm_eps = norm_eps;
         if (cluster_fits(p, B))
             launch_cluster_any<T>(p, B);
-        else if (Dk <= 32)
-            launch<T, 32>(p, B);
-        else if (Dk <= 64)
-            launch<T, 64>(p, B);
-        else if (Dk <= 96)
-            launch<T, 96>(p, B);
-        else if (Dk <= 128)
-            launch<T, 128>(p, B);
         else
-            launch<T, 256>(p, B);
+            dispatch_bound<32, 64, 96, 128, 256>(
+                Dk, "gdn_decode_step", "key head dims",
+                [&](auto kmax) { launch<T, decltype(kmax)::value>(p, B); });
     });
 }
 

@@ -1,9 +1,13 @@
 #include "cuda_testing.h"
 
+#include <cuda_runtime.h>
+
 #include <cstring>
 #include <map>
 #include <span>
 #include <vector>
+
+#include "cuda/runtime_internal.h"
 
 namespace olmo::testing {
 
@@ -119,6 +123,27 @@ double tolerance(const std::string& op, DType dtype) {
     auto it = table.find(op);
     OLMO_CHECK(it != table.end(), "no tolerance for op family ", op);
     return dtype == DType::f32 ? it->second.first : it->second.second;
+}
+
+::testing::AssertionResult capture_and_replay(const std::function<void()>& fn, int replays) {
+    cudaStream_t stream = cuda::current_stream();
+    auto failed = [](const char* what, cudaError_t err) {
+        return ::testing::AssertionFailure() << what << ": " << cudaGetErrorString(err);
+    };
+    cudaError_t err = cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal);
+    if (err != cudaSuccess) return failed("cudaStreamBeginCapture", err);
+    fn();
+    cudaGraph_t graph = nullptr;
+    err = cudaStreamEndCapture(stream, &graph);
+    if (err != cudaSuccess) return failed("cudaStreamEndCapture", err);
+    cudaGraphExec_t exec = nullptr;
+    err = cudaGraphInstantiate(&exec, graph, 0);
+    for (int i = 0; err == cudaSuccess && i < replays; ++i) err = cudaGraphLaunch(exec, stream);
+    if (err == cudaSuccess) err = cudaStreamSynchronize(stream);
+    if (exec) cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+    if (err != cudaSuccess) return failed("graph instantiate / launch / synchronize", err);
+    return ::testing::AssertionSuccess();
 }
 
 }  // namespace olmo::testing

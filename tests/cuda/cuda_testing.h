@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -67,5 +68,9 @@ Guarded preset(DType dt, const Tensor& values);
 
 // Relative max error bound of an op's output for a storage dtype (docs/NUMERICS.md).
 double tolerance(const std::string& op, DType dtype);
+
+// Captures what fn() enqueues on the op stream into a CUDA graph, replays it `replays` times and
+// waits; a failure names the CUDA call that failed.
+::testing::AssertionResult capture_and_replay(const std::function<void()>& fn, int replays);
 
 }  // namespace olmo::testing

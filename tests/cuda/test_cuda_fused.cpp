@@ -3,7 +3,6 @@
 // storage dtype for the CPU (what the device reads); outputs are poisoned and guarded; in-place
 // calls are tested where the contract allows them, and the decode step is replayed from a CUDA
 // graph. Tolerances come from the table of cuda_testing.cpp (docs/NUMERICS.md).
-#include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -13,7 +12,6 @@
 #include <string>
 #include <vector>
 
-#include "cuda/runtime_internal.h"
 #include "cuda_testing.h"
 #include "ops/ops.h"
 
@@ -384,17 +382,7 @@ TEST(CudaFused, DecodeOpsReplayLikeEager) {
         };
         Buffers graph_out = make(), eager_out = make();
 
-        cudaStream_t stream = cuda::current_stream();
-        cudaGraph_t graph = nullptr;
-        cudaGraphExec_t exec = nullptr;
-        ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
-        step(graph_out);
-        ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
-        ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
-        for (int i = 0; i < 2; ++i) ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
-        ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
-        cudaGraphExecDestroy(exec);
-        cudaGraphDestroy(graph);
+        ASSERT_TRUE(capture_and_replay([&] { step(graph_out); }, 2));
         for (int i = 0; i < 2; ++i) step(eager_out);
 
         const Guarded* gs[] = {

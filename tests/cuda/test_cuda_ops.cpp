@@ -4,7 +4,6 @@
 // cuda_testing.cpp (docs/NUMERICS.md). Outputs are guarded (poisoned first, guard bytes checked
 // after), in-place calls are tested where the contract allows them, and the decode-path ops are
 // replayed from a CUDA graph.
-#include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -14,7 +13,6 @@
 #include <string>
 #include <vector>
 
-#include "cuda/runtime_internal.h"
 #include "cuda_testing.h"
 #include "ops/ops.h"
 
@@ -822,17 +820,7 @@ TEST(CudaGraph, DecodeStepReplaysLikeEager) {
         };
         Buffers graph_out = make(), eager_out = make();
 
-        cudaStream_t stream = cuda::current_stream();
-        cudaGraph_t graph = nullptr;
-        cudaGraphExec_t exec = nullptr;
-        ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
-        step(graph_out);
-        ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
-        ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
-        for (int i = 0; i < 2; ++i) ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
-        ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
-        cudaGraphExecDestroy(exec);
-        cudaGraphDestroy(graph);
+        ASSERT_TRUE(capture_and_replay([&] { step(graph_out); }, 2));
         for (int i = 0; i < 2; ++i) step(eager_out);
 
         EXPECT_TRUE(close(graph_out.conv, to_host_f32(eager_out.conv), 0.0));
