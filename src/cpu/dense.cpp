@@ -158,32 +158,23 @@ void fill(const Tensor& out, float value) {
 void fill_trunc_normal(const Tensor& out, uint64_t seed, uint64_t stream, double std) {
     const Rng rng(seed, stream);
     const int64_t n = out.numel();
-    auto draw = [&](int64_t i) { return float(rng.trunc_normal(uint64_t(i), std)); };
+    auto fill_as = [&](auto* p, auto convert) {
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < n; ++i) p[i] = convert(float(rng.trunc_normal(uint64_t(i), std)));
+    };
     switch (out.dtype) {
-        case DType::f32: {
-            float* p = out.as<float>();
-#pragma omp parallel for schedule(static)
-            for (int64_t i = 0; i < n; ++i) p[i] = draw(i);
+        case DType::f32:
+            fill_as(out.as<float>(), [](float v) { return v; });
             break;
-        }
-        case DType::f64: {
-            double* p = out.as<double>();
-#pragma omp parallel for schedule(static)
-            for (int64_t i = 0; i < n; ++i) p[i] = draw(i);
+        case DType::f64:
+            fill_as(out.as<double>(), [](float v) { return double(v); });
             break;
-        }
-        case DType::bf16: {
-            uint16_t* p = out.as<uint16_t>();
-#pragma omp parallel for schedule(static)
-            for (int64_t i = 0; i < n; ++i) p[i] = f32_to_bf16(draw(i));
+        case DType::bf16:
+            fill_as(out.as<uint16_t>(), [](float v) { return f32_to_bf16(v); });
             break;
-        }
-        case DType::f16: {
-            uint16_t* p = out.as<uint16_t>();
-#pragma omp parallel for schedule(static)
-            for (int64_t i = 0; i < n; ++i) p[i] = f32_to_f16(draw(i));
+        case DType::f16:
+            fill_as(out.as<uint16_t>(), [](float v) { return f32_to_f16(v); });
             break;
-        }
         default:
             fail("[fill_trunc_normal] unsupported dtype ", dtype_name(out.dtype));
     }

@@ -264,11 +264,7 @@ void matmul_swiglu(const Tensor& act, const Tensor& gate, const Tensor& up, cons
 // as [I, N]).
 void matmul(const Tensor& out, const Tensor& x, const Tensor& w, bool accumulate) {
     if (gemv_fits(x, w, out.dtype)) {
-        kernels::GemvSegments seg;
-        seg.count = 1;
-        seg.out[0] = out.data;
-        seg.start[1] = w.size(0);
-        gemv_any(out.dtype, gemv_args(seg, x, w, accumulate));
+        gemv_any(out.dtype, gemv_args(segments_of(std::span(&out, 1)), x, w, accumulate));
         return;
     }
     const int64_t N = x.numel() / x.size(-1), I = x.size(-1), O = w.size(0);

@@ -135,9 +135,8 @@ __global__ void __launch_bounds__(kMaxThreads) gdn_decode_step_kernel(GdnDecodeA
     for (int jj = threadIdx.x; jj < rep * Dv; jj += blockDim.x) {
         const int h = hk * rep + jj / Dv, j = jj % Dv;
         const int64_t bh = b * H + h;
-        const float g =
-            -expf(to_f32(p.A_log[h])) * softplus_f(to_f32(p.a[bh]) + to_f32(p.dt_bias[h]));
-        const float beta = p.beta_scale * sigmoid_f(to_f32(p.b[bh]));
+        const float g = gdn_log_decay(to_f32(p.a[bh]), to_f32(p.A_log[h]), to_f32(p.dt_bias[h]));
+        const float beta = gdn_write_strength(to_f32(p.b[bh]), p.beta_scale);
         s_v[jj] =
             delta_rule_column<KMAX>(p.state + bh * Dk * Dv + j, s_q, s_k, s_v[jj], g, beta, Dk, Dv);
     }
@@ -204,6 +203,8 @@ __global__ void __launch_bounds__(32 * kGdnClusterWarps)
     const int j = slice * kGdnClusterColumns + lane;  // this thread's state column
     const bool has_col = j < Dv;
     const int rows = (Dk + kGdnClusterWarps - 1) / kGdnClusterWarps, row0 = warp * rows;
+    const int own_rows =
+        max(0, min(rows, Dk - row0));  // this warp's key rows: row0 + i, i < own_rows
     const int64_t Kd = int64_t(H) * Dk, Vd = int64_t(H) * Dv;
     const int R = W - 1;
 
@@ -214,7 +215,7 @@ __global__ void __launch_bounds__(32 * kGdnClusterWarps)
     float col[KP];
 #pragma unroll
     for (int i = 0; i < KP; ++i)
-        col[i] = (has_col && i < rows && row0 + i < Dk) ? st[int64_t(row0 + i) * Dv] : 0.0f;
+        col[i] = (has_col && i < own_rows) ? st[int64_t(row0 + i) * Dv] : 0.0f;
     const float a_in = to_f32(p.a[bh]), b_in = to_f32(p.b[bh]);
     const float A_log = to_f32(p.A_log[h]), dt_bias = to_f32(p.dt_bias[h]);
     const int64_t y_at = bh * Dv + j;
@@ -280,8 +281,8 @@ __global__ void __launch_bounds__(32 * kGdnClusterWarps)
         for (int r = 0; r + 1 < kGdnClusterMaxW; ++r)
             if (r < R) v_st[r * Vd] = from_f32<T>(r + 1 < R ? v_hist[r + 1] : v_x);
     }
-    const float g = -expf(A_log) * softplus_f(a_in + dt_bias);
-    const float beta = p.beta_scale * sigmoid_f(b_in);
+    const float g = gdn_log_decay(a_in, A_log, dt_bias);
+    const float beta = gdn_write_strength(b_in, p.beta_scale);
     __syncthreads();
 
     // L2 norms (eps inside the square root, on the sum of squares): both sums in one reduction.
@@ -313,7 +314,7 @@ __global__ void __launch_bounds__(32 * kGdnClusterWarps)
     float hk = 0.0f;
 #pragma unroll
     for (int i = 0; i < KP; ++i) {
-        if (i < rows && row0 + i < Dk) {
+        if (i < own_rows) {
             col[i] *= alpha;
             hk += (s_k[row0 + i] * rk) * col[i];
         }
@@ -327,14 +328,14 @@ __global__ void __launch_bounds__(32 * kGdnClusterWarps)
     float o = 0.0f;
 #pragma unroll
     for (int i = 0; i < KP; ++i) {
-        if (i < rows && row0 + i < Dk) {
+        if (i < own_rows) {
             col[i] += (s_k[row0 + i] * rk) * u;
             o += (s_q[row0 + i] * rq) * col[i];
         }
     }
 #pragma unroll
     for (int i = 0; i < KP; ++i)
-        if (has_col && i < rows && row0 + i < Dk) st[int64_t(row0 + i) * Dv] = col[i];
+        if (has_col && i < own_rows) st[int64_t(row0 + i) * Dv] = col[i];
     s_part[1][warp][lane] = o;
     __syncthreads();
 

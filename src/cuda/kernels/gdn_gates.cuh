@@ -15,14 +15,22 @@ __device__ __forceinline__ float softplus_grad_f(float x) {
     return x > 20.0f ? 1.0f : sigmoid_f(x);
 }
 
+// The two gates of one (token, head), from the inputs converted to f32.
+__device__ __forceinline__ float gdn_log_decay(float a, float A_log, float dt_bias) {
+    return -expf(A_log) * softplus_f(a + dt_bias);
+}
+__device__ __forceinline__ float gdn_write_strength(float b, float s) {
+    return s * sigmoid_f(b);
+}
+
 // g, beta [N, H] from a, b [N, H]; one thread per element.
 template <class T>
 __global__ void gdn_gates_kernel(float* g, float* beta, const T* a, const T* b, const T* A_log,
                                  const T* dt_bias, int64_t N, int64_t H, float s) {
     for (int64_t i = grid_index(); i < N * H; i += grid_stride()) {
         const int64_t h = i % H;
-        g[i] = -expf(to_f32(A_log[h])) * softplus_f(to_f32(a[i]) + to_f32(dt_bias[h]));
-        beta[i] = s * sigmoid_f(to_f32(b[i]));
+        g[i] = gdn_log_decay(to_f32(a[i]), to_f32(A_log[h]), to_f32(dt_bias[h]));
+        beta[i] = gdn_write_strength(to_f32(b[i]), s);
     }
 }
 

@@ -116,14 +116,23 @@ __global__ void __launch_bounds__(NW * 64, 1) gdn_scan_kernel(GdnChunkArgs a) {
     // State warps: this warp's slice of Hᵀ (rows j0 + g, j0 + g + 8; key n-tiles of 8).
     float hs[2 * KS][4];
     float* st = a.state + size_t(bh) * a.Dk * a.Dv;
-    if (is_state) {
+    // fn(accumulator element, its state element) for each element of the slice inside the state:
+    // key row i = nt·8 + 2·c4 + (e & 1), value column j = v0 + j0 + g + (e >> 1)·8.
+    auto for_state_slice = [&](auto&& fn) {
 #pragma unroll
         for (int nt = 0; nt < 2 * KS; ++nt)
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
                 const int i = nt * 8 + 2 * c4 + (e & 1), j = v0 + j0 + g + (e >> 1) * 8;
-                hs[nt][e] = (i < a.Dk && j < a.Dv) ? st[size_t(i) * a.Dv + j] : 0.0f;
+                if (i < a.Dk && j < a.Dv) fn(hs[nt][e], st[size_t(i) * a.Dv + j]);
             }
+    };
+    if (is_state) {
+#pragma unroll
+        for (int nt = 0; nt < 2 * KS; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) hs[nt][e] = 0.0f;
+        for_state_slice([](float& h, float& s) { h = s; });
     } else {
         copy_state_stage(0);
         __pipeline_commit();
@@ -193,15 +202,7 @@ __global__ void __launch_bounds__(NW * 64, 1) gdn_scan_kernel(GdnChunkArgs a) {
             for (int nt = 0; nt < 2 * KS; ++nt)
 #pragma unroll
                 for (int e = 0; e < 4; ++e) hs[nt][e] *= decay;
-#pragma unroll
-            for (int ks = 0; ks < 4; ++ks)
-#pragma unroll
-                for (int np = 0; np < KS; ++np) {
-                    uint32_t bk[4];
-                    ldsm_x4_trans(bk, a_tile_addr(sK, LDK, 16 * ks, 16 * np, lane));
-                    mma_bf16(hs[2 * np], vd[ks], bk[0], bk[1]);
-                    mma_bf16(hs[2 * np + 1], vd[ks], bk[2], bk[3]);
-                }
+            mma_tiles_times_kmajor<KS>(hs, vd, sK, LDK, lane);
         } else if (!is_state) {
             if (n >= 1) {  // outputs of chunk n − 1
                 const int m = n - 1;
@@ -286,15 +287,7 @@ __global__ void __launch_bounds__(NW * 64, 1) gdn_scan_kernel(GdnChunkArgs a) {
         __syncthreads();
     }
 
-    if (is_state) {
-#pragma unroll
-        for (int nt = 0; nt < 2 * KS; ++nt)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const int i = nt * 8 + 2 * c4 + (e & 1), j = v0 + j0 + g + (e >> 1) * 8;
-                if (i < a.Dk && j < a.Dv) st[size_t(i) * a.Dv + j] = hs[nt][e];
-            }
-    }
+    if (is_state) for_state_slice([](float& h, float& s) { s = h; });
 }
 
 }  // namespace olmo::kernels

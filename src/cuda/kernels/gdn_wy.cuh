@@ -217,17 +217,7 @@ __global__ void __launch_bounds__(kWyThreads) gdn_wy_kernel(GdnChunkArgs a) {
         float w[2 * KS][4];
 #pragma unroll
         for (int nt = 0; nt < 2 * KS; ++nt) w[nt][0] = w[nt][1] = w[nt][2] = w[nt][3] = 0.0f;
-#pragma unroll
-        for (int ks = 0; ks < 4; ++ks) {
-            if (ks > r) continue;
-#pragma unroll
-            for (int np = 0; np < KS; ++np) {
-                uint32_t bk[4];
-                ldsm_x4_trans(bk, a_tile_addr(s_k, LDK, 16 * ks, 16 * np, lane));
-                mma_bf16(w[2 * np], aw[ks], bk[0], bk[1]);
-                mma_bf16(w[2 * np + 1], aw[ks], bk[2], bk[3]);
-            }
-        }
+        mma_tiles_times_kmajor<KS>(w, aw, s_k, LDK, lane, r);
         __nv_bfloat16* wr = wk_blk + i0 * LDK + 2 * c4;
 #pragma unroll
         for (int nt = 0; nt < 2 * KS; ++nt) {

@@ -59,15 +59,21 @@ __device__ __forceinline__ uint4 load_stream(const uint4* p) {
     return v;
 }
 
-// Finishes the dot products of a warp (lane sums) and writes them, lane 0 for the warp.
-template <int NT, int ROWS, class TO>
-__device__ __forceinline__ void gemv_store(const GemvSegments& seg, float (&acc)[ROWS][NT],
-                                           int64_t row0, int lane, int N, int64_t O,
-                                           bool accumulate) {
+// Finishes the dot products of a warp: every lane gets the sums of its lanes' partial products.
+template <int NT, int ROWS>
+__device__ __forceinline__ void gemv_warp_sums(float (&acc)[ROWS][NT]) {
 #pragma unroll
     for (int r = 0; r < ROWS; ++r)
 #pragma unroll
         for (int t = 0; t < NT; ++t) acc[r][t] = warp_sum(acc[r][t]);
+}
+
+// Finishes the dot products of a warp and writes them, lane 0 for the warp.
+template <int NT, int ROWS, class TO>
+__device__ __forceinline__ void gemv_store(const GemvSegments& seg, float (&acc)[ROWS][NT],
+                                           int64_t row0, int lane, int N, int64_t O,
+                                           bool accumulate) {
+    gemv_warp_sums(acc);
     if (lane != 0) return;
 #pragma unroll
     for (int r = 0; r < ROWS; ++r) {
@@ -92,10 +98,7 @@ template <int NT, int ROWS, class TO>
 __device__ __forceinline__ void gemv_swiglu_store(const GemvArgs& a, float (&acc)[ROWS][NT],
                                                   int64_t row0, int lane) {
     constexpr int H = ROWS / 2;
-#pragma unroll
-    for (int r = 0; r < ROWS; ++r)
-#pragma unroll
-        for (int t = 0; t < NT; ++t) acc[r][t] = warp_sum(acc[r][t]);
+    gemv_warp_sums(acc);
     if (lane != 0) return;
     TO *gate = static_cast<TO*>(a.gate), *up = static_cast<TO*>(a.up),
        *act = static_cast<TO*>(a.act);

@@ -110,4 +110,25 @@ __device__ __forceinline__ const __nv_bfloat16* b_tile_addr(const __nv_bfloat16*
     return base + (row0 + (lmat / 2) * 8 + lrow) * ld + col0 + (lmat % 2) * 8;
 }
 
+// acc[2·NP][4] += Σ_{ks ≤ last} a[ks] · B[16·ks .. +16, 0 .. 16·NP]: A's k tiles in registers, B
+// stored k-major in shared memory (pitch ld), its fragments read with ldmatrix.trans. `last` < 3
+// skips the k tiles past it (a triangular A).
+template <int NP>
+__device__ __forceinline__ void mma_tiles_times_kmajor(float (&acc)[2 * NP][4],
+                                                       const uint32_t (&a)[4][4],
+                                                       const __nv_bfloat16* b, int ld, int lane,
+                                                       int last = 3) {
+#pragma unroll
+    for (int ks = 0; ks < 4; ++ks) {
+        if (ks > last) continue;
+#pragma unroll
+        for (int np = 0; np < NP; ++np) {
+            uint32_t bk[4];
+            ldsm_x4_trans(bk, a_tile_addr(b, ld, 16 * ks, 16 * np, lane));
+            mma_bf16(acc[2 * np], a[ks], bk[0], bk[1]);
+            mma_bf16(acc[2 * np + 1], a[ks], bk[2], bk[3]);
+        }
+    }
+}
+
 }  // namespace olmo::kernels

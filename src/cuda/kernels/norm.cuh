@@ -45,15 +45,28 @@ __global__ void rmsnorm_kernel(T* out, const T* residual, const T* x, const T* w
     // and residual, loaded at once): one memory round trip instead of two for rows of up to
     // K · group size packs (a decode row of 3,840 in one block). Sums run in the same order.
     constexpr int K = 2;
+    // One pack of x, its weight and residual; then w ⊙ (x · r) (+ residual) stored.
+    auto load_pack = [&](int64_t p, float(&xv)[N], float(&wp)[N], float(&rp)[N]) {
+        load_f32<N>(xv, xr + p * N);
+        load_f32<N>(wp, w + p * N);
+        if (residual) load_f32<N>(rp, residual + row * C + p * N);
+    };
+    auto store_pack = [&](int64_t p, float(&xv)[N], const float(&wp)[N], const float(&rp)[N],
+                          float r) {
+#pragma unroll
+        for (int n = 0; n < N; ++n) {
+            xv[n] = wp[n] * (xv[n] * r);
+            if (residual) xv[n] += rp[n];
+        }
+        store_f32<N>(yr + p * N, xv);
+    };
     float v[K][N], wv[K][N], res[K][N];
     float ss = 0.0f;
 #pragma unroll
     for (int k = 0; k < K; ++k) {
         const int64_t p = G::lane() + int64_t(k) * G::size();
         if (p >= packs) continue;
-        load_f32<N>(v[k], xr + p * N);
-        load_f32<N>(wv[k], w + p * N);
-        if (residual) load_f32<N>(res[k], residual + row * C + p * N);
+        load_pack(p, v[k], wv[k], res[k]);
 #pragma unroll
         for (int n = 0; n < N; ++n) ss += v[k][n] * v[k][n];
     }
@@ -68,27 +81,12 @@ __global__ void rmsnorm_kernel(T* out, const T* residual, const T* x, const T* w
 #pragma unroll
     for (int k = 0; k < K; ++k) {
         const int64_t p = G::lane() + int64_t(k) * G::size();
-        if (p >= packs) continue;
-#pragma unroll
-        for (int n = 0; n < N; ++n) {
-            v[k][n] = wv[k][n] * (v[k][n] * r);
-            if (residual) v[k][n] += res[k][n];
-        }
-        store_f32<N>(yr + p * N, v[k]);
+        if (p < packs) store_pack(p, v[k], wv[k], res[k], r);
     }
     for (int64_t p = G::lane() + int64_t(K) * G::size(); p < packs; p += G::size()) {
-        float u[N], uw[N];
-        load_f32<N>(u, xr + p * N);
-        load_f32<N>(uw, w + p * N);
-#pragma unroll
-        for (int n = 0; n < N; ++n) u[n] = uw[n] * (u[n] * r);
-        if (residual) {
-            float ur[N];
-            load_f32<N>(ur, residual + row * C + p * N);
-#pragma unroll
-            for (int n = 0; n < N; ++n) u[n] += ur[n];
-        }
-        store_f32<N>(yr + p * N, u);
+        float u[N], uw[N], ur[N];
+        load_pack(p, u, uw, ur);
+        store_pack(p, u, uw, ur, r);
     }
 }
 
