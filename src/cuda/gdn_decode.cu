@@ -30,8 +30,8 @@ void launch(const kernels::GdnDecodeArgs<T>& args, int64_t B) {
 }
 
 // The cluster kernel (kernels/gdn_decode.cuh) when there is no GVA and a head's columns fit one
-// cluster; KP ≥ ⌈Dk/4⌉ rows per thread.
-template <class T, int KP>
+// cluster; KP ≥ ⌈Dk/4⌉ rows per thread; DK, DV, WC: the shape fixed at compile time (0: generic).
+template <class T, int KP, int DK = 0, int DV = 0, int WC = 0>
 void launch_cluster(const kernels::GdnDecodeArgs<T>& args, int64_t B) {
     const int S = int((args.Dv + kernels::kGdnClusterColumns - 1) / kernels::kGdnClusterColumns);
     cudaLaunchConfig_t cfg{};
@@ -45,7 +45,8 @@ void launch_cluster(const kernels::GdnDecodeArgs<T>& args, int64_t B) {
     attr[0].val.clusterDim.z = 1;
     cfg.attrs = attr;
     cfg.numAttrs = 1;
-    CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernels::gdn_decode_cluster_kernel<T, KP>, args));
+    CUDA_CHECK(
+        cudaLaunchKernelEx(&cfg, kernels::gdn_decode_cluster_kernel<T, KP, DK, DV, WC>, args));
 }
 
 // The cluster kernel pays off while its blocks fit the GPU about once (small batches): each block
@@ -59,8 +60,13 @@ bool cluster_fits(const kernels::GdnDecodeArgs<T>& args, int64_t B) {
            B * args.H * S <= 4 * int64_t(multiprocessor_count()) && device_has_sm90_features();
 }
 
+// The released shapes (D_k/D_v 96/192 and 128/128, 4 conv taps) have their own builds.
 template <class T>
 void launch_cluster_any(const kernels::GdnDecodeArgs<T>& args, int64_t B) {
+    if (args.W == 4 && args.Dk == 96 && args.Dv == 192)
+        return launch_cluster<T, 24, 96, 192, 4>(args, B);
+    if (args.W == 4 && args.Dk == 128 && args.Dv == 128)
+        return launch_cluster<T, 32, 128, 128, 4>(args, B);
     const int rows = (args.Dk + kernels::kGdnClusterWarps - 1) / kernels::kGdnClusterWarps;
     dispatch_bound<8, 16, 24, 32, 64>(rows, "gdn_decode_step", "key rows per warp", [&](auto kp) {
         launch_cluster<T, decltype(kp)::value>(args, B);

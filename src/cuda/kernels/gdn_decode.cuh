@@ -180,8 +180,13 @@ __device__ __forceinline__ void cluster_wait() {
     asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
 }
 
-// grid B·H·S blocks of 128 threads in clusters of S = ⌈Dv/32⌉ (≤ 8) along x; W ≤ 4.
-template <class T, int KP>
+// grid B·H·S blocks of 128 threads in clusters of S = ⌈Dv/32⌉ (≤ 8) along x; W ≤ 4. DK, DV and
+// WC fix Dk, Dv and W at compile time (0: read from the arguments): for the released shapes every
+// offset is then a constant, which matters in a kernel that is one short latency chain (ncu: the
+// generic build spent half its instructions on address arithmetic). Offsets are 32-bit: the
+// launcher only takes this kernel for B·H·S ≤ 4·SMs blocks, so every state and conv offset is far
+// below 2³¹.
+template <class T, int KP, int DK = 0, int DV = 0, int WC = 0>
 __global__ void __launch_bounds__(32 * kGdnClusterWarps)
     gdn_decode_cluster_kernel(GdnDecodeArgs<T> p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -189,36 +194,37 @@ __global__ void __launch_bounds__(32 * kGdnClusterWarps)
     cg::cluster_group cluster = cg::this_cluster();
     constexpr int kThreads = 32 * kGdnClusterWarps, kMaxDk = kGdnClusterWarps * KP;
     constexpr int kConv = (2 * kMaxDk + kThreads - 1) / kThreads;  // q/k channels per thread
+    static_assert(DK == 0 || (DK + kGdnClusterWarps - 1) / kGdnClusterWarps <= KP);
     __shared__ float s_q[kMaxDk], s_k[kMaxDk];
     __shared__ float s_hist[2 * kMaxDk][kGdnClusterMaxW - 1];  // block 0: the rolled q/k rows
     __shared__ float s_v[kGdnClusterColumns];
     __shared__ float s_part[2][kGdnClusterWarps][kGdnClusterColumns];
     __shared__ float s_red[kGdnClusterWarps][2];
     __shared__ float s_sumsq;
-    const int Dk = p.Dk, Dv = p.Dv, H = p.H, W = p.W, S = int(cluster.num_blocks());
+    const int Dk = DK ? DK : p.Dk, Dv = DV ? DV : p.Dv, H = p.H, W = WC ? WC : p.W;
+    const int S =
+        DV ? (DV + kGdnClusterColumns - 1) / kGdnClusterColumns : int(cluster.num_blocks());
     const int slice = int(cluster.block_rank());
-    const int64_t bh = blockIdx.x / S, b = bh / H;
-    const int h = int(bh % H);
+    const int bh = int(blockIdx.x) / S, b = bh / H, h = bh % H;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int j = slice * kGdnClusterColumns + lane;  // this thread's state column
-    const bool has_col = j < Dv;
+    const bool has_col = DV % kGdnClusterColumns == 0 && DV > 0 ? true : j < Dv;
     const int rows = (Dk + kGdnClusterWarps - 1) / kGdnClusterWarps, row0 = warp * rows;
     const int own_rows =
         max(0, min(rows, Dk - row0));  // this warp's key rows: row0 + i, i < own_rows
-    const int64_t Kd = int64_t(H) * Dk, Vd = int64_t(H) * Dv;
+    const int Kd = H * Dk, Vd = H * Dv;
     const int R = W - 1;
 
     // Every load that depends on nothing computed here is issued first: the state rows of this
     // thread, the gate inputs, the output gate and norm weight of its column, and the conv rows,
     // taps and inputs of its q/k channels (tid + 128 k) and of its v channel (warp 0).
-    float* st = p.state + bh * Dk * Dv + j;
+    float* st = p.state + (bh * Dk + row0) * Dv + j;
     float col[KP];
 #pragma unroll
-    for (int i = 0; i < KP; ++i)
-        col[i] = (has_col && i < own_rows) ? st[int64_t(row0 + i) * Dv] : 0.0f;
+    for (int i = 0; i < KP; ++i) col[i] = (has_col && i < own_rows) ? st[i * Dv] : 0.0f;
     const float a_in = to_f32(p.a[bh]), b_in = to_f32(p.b[bh]);
     const float A_log = to_f32(p.A_log[h]), dt_bias = to_f32(p.dt_bias[h]);
-    const int64_t y_at = bh * Dv + j;
+    const int y_at = bh * Dv + j;
     const bool v_lane = warp == 0 && has_col;
     const float z = v_lane ? to_f32(p.z[y_at]) : 0.0f;
     const float o_norm = v_lane ? to_f32(p.o_norm[j]) : 0.0f;
@@ -229,7 +235,7 @@ __global__ void __launch_bounds__(32 * kGdnClusterWarps)
         const int idx = threadIdx.x + k * kThreads;
         if (idx >= 2 * Dk) continue;
         const bool is_q = idx < Dk;
-        const int64_t c = int64_t(h) * Dk + (is_q ? idx : idx - Dk);
+        const int c = h * Dk + (is_q ? idx : idx - Dk);
         const T* cst = (is_q ? p.conv_q_state : p.conv_k_state) + b * R * Kd + c;
         const T* w = (is_q ? p.conv_q : p.conv_k) + c * W;
 #pragma unroll
@@ -241,7 +247,7 @@ __global__ void __launch_bounds__(32 * kGdnClusterWarps)
         x_in[k] = to_f32((is_q ? p.q : p.k)[b * Kd + c]);
     }
     float v_hist[kGdnClusterMaxW], v_taps[kGdnClusterMaxW], v_x = 0.0f, v_x_tap = 0.0f;
-    const int64_t vc = int64_t(h) * Dv + j;
+    const int vc = h * Dv + j;
     T* v_st = p.conv_v_state + b * R * Vd + vc;
     if (v_lane) {
 #pragma unroll
@@ -311,12 +317,15 @@ __global__ void __launch_bounds__(32 * kGdnClusterWarps)
     // the Dk rows taken per warp, then across the warps in order. q and k are read unscaled and
     // scaled here (every thread has its rq, rk).
     const float alpha = expf(g);
+    float kr[KP];
+#pragma unroll
+    for (int i = 0; i < KP; ++i) kr[i] = i < own_rows ? s_k[row0 + i] * rk : 0.0f;
     float hk = 0.0f;
 #pragma unroll
     for (int i = 0; i < KP; ++i) {
         if (i < own_rows) {
             col[i] *= alpha;
-            hk += (s_k[row0 + i] * rk) * col[i];
+            hk += kr[i] * col[i];
         }
     }
     s_part[0][warp][lane] = hk;
@@ -329,13 +338,13 @@ __global__ void __launch_bounds__(32 * kGdnClusterWarps)
 #pragma unroll
     for (int i = 0; i < KP; ++i) {
         if (i < own_rows) {
-            col[i] += (s_k[row0 + i] * rk) * u;
+            col[i] += kr[i] * u;
             o += (s_q[row0 + i] * rq) * col[i];
         }
     }
 #pragma unroll
     for (int i = 0; i < KP; ++i)
-        if (has_col && i < own_rows) st[int64_t(row0 + i) * Dv] = col[i];
+        if (has_col && i < own_rows) st[i * Dv] = col[i];
     s_part[1][warp][lane] = o;
     __syncthreads();
 
@@ -354,7 +363,7 @@ __global__ void __launch_bounds__(32 * kGdnClusterWarps)
     if (slice == 0) {  // the q/k conv-state roll, from the rows kept above
         for (int idx = threadIdx.x; idx < 2 * Dk; idx += kThreads) {
             const bool is_q = idx < Dk;
-            const int64_t c = int64_t(h) * Dk + (is_q ? idx : idx - Dk);
+            const int c = h * Dk + (is_q ? idx : idx - Dk);
             T* cst = (is_q ? p.conv_q_state : p.conv_k_state) + b * R * Kd + c;
             for (int r = 0; r < R; ++r) cst[r * Kd] = from_f32<T>(s_hist[idx][r]);
         }
