@@ -25,7 +25,12 @@ TEST(CudaMatmul, ForwardAndBackward) {
     struct Case {
         int64_t N, I, O;
     };
-    for (const Case c : {Case{1, 96, 5}, Case{7, 64, 130}, Case{64, 384, 192}, Case{3, 3840, 72}}) {
+    // Beyond the small cases, the decode GEMV's paths: 1, 2 and 4 rows per warp (the 17,000- and
+    // 34,000-row products, sized for the H200's 132 SMs), every row ending in a partial batch.
+    const Case cases[] = {{1, 96, 5},      {7, 64, 130},     {64, 384, 192},
+                          {3, 3840, 72},   {1, 5760, 40},    {2, 1000, 24},
+                          {1, 776, 17000}, {3, 1000, 17000}, {1, 1000, 34000}};
+    for (const Case c : cases) {
         for (DType dt : kDtypes) {
             OwnedTensor x = testing::random_uniform({c.N, c.I}, 1),
                         w = testing::random_uniform({c.O, c.I}, 2, -0.2f, 0.2f);
