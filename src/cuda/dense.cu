@@ -167,10 +167,10 @@ kernels::GemvSegments segments_of(std::span<const Tensor> outs) {
     return seg;
 }
 
-template <int NT, int ROWS, class TO, bool SWIGLU>
+template <int NT, int ROWS, class TO, bool SWIGLU, int MIN_BLOCKS = 0>
 void launch_gemv(const kernels::GemvArgs& args) {
     const int64_t rows_per_block = int64_t(kernels::kGemvWarps) * (SWIGLU ? ROWS / 2 : ROWS);
-    kernels::gemv_kernel<NT, ROWS, TO, SWIGLU>
+    kernels::gemv_kernel<NT, ROWS, TO, SWIGLU, MIN_BLOCKS>
         <<<unsigned((args.O + rows_per_block - 1) / rows_per_block), 32 * kernels::kGemvWarps, 0,
            current_stream()>>>(args);
     CUDA_CHECK_LAUNCH();
@@ -179,18 +179,28 @@ void launch_gemv(const kernels::GemvArgs& args) {
 // Rows per warp: about 64 warps' worth per SM (more rows per warp only for products larger than
 // that), in blocks of kGemvWarps. Measured on the H200 (decode step, B = 1): this beat 32 warps
 // per SM and 8-warp blocks by 3-4%. SWIGLU streams two weights of O rows, at least one row of each
-// per warp.
+// per warp. One token, no SwiGLU, fewer than 4 rows per warp: the kernel is capped at 56 registers
+// (9 resident blocks per SM instead of 8, so the GDN q|k|v|a|b|z product runs in 1.8 waves instead
+// of 2.05: 37.2 -> 34.5 us), and between one and two rows per warp (attention q|k|v) takes 4 rows
+// per warp in one wave (25.6 -> 24.1 us; 2 rows, 1.2 waves, was slower than either). The step:
+// 4.40 -> 4.33 ms (H200, same process). The head (11 rows per warp, several waves) is faster
+// without the cap (181 vs 186 us).
 template <class TO, bool SWIGLU = false>
 void gemv(const kernels::GemvArgs& args) {
+    constexpr int kCapped = 9;  // blocks per SM under the register cap
     const int64_t warps_wanted = 64 * int64_t(multiprocessor_count());
     const int64_t rows_per_warp = (SWIGLU ? 2 : 1) * args.O / warps_wanted;
     if (args.N <= 1) {
         if (rows_per_warp >= 4)
             launch_gemv<1, 4, TO, SWIGLU>(args);
-        else if (rows_per_warp >= 2 || SWIGLU)
+        else if (SWIGLU)
             launch_gemv<1, 2, TO, SWIGLU>(args);
+        else if (rows_per_warp >= 2)
+            launch_gemv<1, 2, TO, false, kCapped>(args);
+        else if (rows_per_warp >= 1)
+            launch_gemv<1, 4, TO, false, kCapped>(args);
         else
-            launch_gemv<1, 1, TO, false>(args);
+            launch_gemv<1, 1, TO, false, kCapped>(args);
     } else if (args.N <= 2) {
         if (rows_per_warp >= 2 || SWIGLU)
             launch_gemv<2, 2, TO, SWIGLU>(args);

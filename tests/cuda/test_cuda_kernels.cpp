@@ -25,11 +25,13 @@ TEST(CudaMatmul, ForwardAndBackward) {
     struct Case {
         int64_t N, I, O;
     };
-    // Beyond the small cases, the decode GEMV's paths: 1, 2 and 4 rows per warp (the 17,000- and
-    // 34,000-row products, sized for the H200's 132 SMs), every row ending in a partial batch.
-    const Case cases[] = {{1, 96, 5},      {7, 64, 130},     {64, 384, 192},
-                          {3, 3840, 72},   {1, 5760, 40},    {2, 1000, 24},
-                          {1, 776, 17000}, {3, 1000, 17000}, {1, 1000, 34000}};
+    // Beyond the small cases, the decode GEMV's paths (sized for the H200's 132 SMs): one token
+    // with 1 row per warp (5,760 columns), 2 rows (17,000 rows), 4 rows in one wave
+    // (9,000 rows, the last block partly empty) and 4 rows over several waves (34,000 rows); 3
+    // tokens with 2 rows per warp; every row ending in a partial batch of vectors.
+    const Case cases[] = {{1, 96, 5},       {7, 64, 130},  {64, 384, 192},  {3, 3840, 72},
+                          {1, 5760, 40},    {2, 1000, 24}, {1, 776, 17000}, {3, 1000, 17000},
+                          {1, 1000, 34000}, {1, 520, 9000}};
     for (const Case c : cases) {
         for (DType dt : kDtypes) {
             OwnedTensor x = testing::random_uniform({c.N, c.I}, 1),

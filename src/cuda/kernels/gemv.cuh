@@ -119,9 +119,10 @@ __device__ __forceinline__ void gemv_swiglu_store(const GemvArgs& a, float (&acc
 }
 
 // grid ⌈O / (kGemvWarps · ROWS)⌉ blocks of 32 · kGemvWarps threads (SWIGLU: ROWS/2 rows of each
-// of the two weights per warp).
-template <int NT, int ROWS, class TO, bool SWIGLU>
-__global__ void __launch_bounds__(32 * kGemvWarps) gemv_kernel(GemvArgs a) {
+// of the two weights per warp). MIN_BLOCKS > 0 asks the compiler for that many resident blocks per
+// SM (a register cap: 9 blocks of 4 warps leave 56 registers a thread); 0 leaves it free.
+template <int NT, int ROWS, class TO, bool SWIGLU, int MIN_BLOCKS = 0>
+__global__ void __launch_bounds__(32 * kGemvWarps, MIN_BLOCKS) gemv_kernel(GemvArgs a) {
     static_assert(!SWIGLU || ROWS % 2 == 0, "SWIGLU pairs gate and up rows");
     constexpr int U = kGemvBatch / ROWS;
     constexpr int kOwnRows = SWIGLU ? ROWS / 2 : ROWS;  // rows of the output per warp
