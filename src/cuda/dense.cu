@@ -193,8 +193,8 @@ void gemv(const kernels::GemvArgs& args) {
     if (args.N <= 1) {
         if (rows_per_warp >= 4)
             launch_gemv<1, 4, TO, SWIGLU>(args);
-        else if (SWIGLU)
-            launch_gemv<1, 2, TO, SWIGLU>(args);
+        else if constexpr (SWIGLU)
+            launch_gemv<1, 2, TO, true>(args);
         else if (rows_per_warp >= 2)
             launch_gemv<1, 2, TO, false, kCapped>(args);
         else if (rows_per_warp >= 1)
