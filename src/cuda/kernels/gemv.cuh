@@ -146,111 +146,74 @@ __global__ void __launch_bounds__(32 * kGemvWarps, MIN_BLOCKS) gemv_kernel(GemvA
     for (int r = 0; r < ROWS; ++r)
 #pragma unroll
         for (int t = 0; t < NT; ++t) acc[r][t] = 0.0f;
-    // One row per warp (the o and down products, ~3 vectors per lane after the last whole
-    // batch): the partial batch joins the pipeline; with more rows per warp that measured slower
-    // (the GDN q|k|v|a|b|z product +0.8 us), which keep the single loads after it, each a memory
-    // latency. H200, decode step B = 1: 4.33 -> 4.26 ms.
-    if constexpr (ROWS == 1) {
-        constexpr int64_t kStep = 32 * U;
-        const int64_t full = nvec / kStep;  // whole batches of U vectors per lane
-        // The row's last, partial batch is loaded inside the pipeline too: vectors past the row end
-        // are loaded from the row's first vector (a valid address, no predicated loads in the
-        // stream) and skipped.
-        const bool partial = full * kStep < nvec;
-        uint4 cur[ROWS][U], nxt[ROWS][U];
-        auto load_full = [&](uint4(&buf)[ROWS][U], int64_t c) {
+    constexpr int64_t kStep = 32 * U;
+    const int64_t full = nvec / kStep;  // whole batches of U vectors per lane
+    // The row's last, partial batch. One row per warp (the o and down products, ~3 vectors per lane
+    // after the last whole batch): loaded inside the pipeline, vectors past the row end read from
+    // the row's first vector (a valid address: no predicated loads in the stream) and skipped.
+    // More rows per warp measured slower that way (the GDN q|k|v|a|b|z product +0.8 us): one vector
+    // per lane at a time after the pipeline, each a memory latency. H200, decode step B = 1:
+    // 4.33 -> 4.26 ms.
+    constexpr bool kPipelinedTail = ROWS == 1;
+    const bool partial = kPipelinedTail && full * kStep < nvec;
+    uint4 cur[ROWS][U], nxt[ROWS][U];
+    auto load_full = [&](uint4(&buf)[ROWS][U], int64_t c) {
 #pragma unroll
-            for (int r = 0; r < ROWS; ++r)
+        for (int r = 0; r < ROWS; ++r)
 #pragma unroll
-                for (int u = 0; u < U; ++u) buf[r][u] = load_stream(wrow[r] + c + 32 * u);
-        };
-        auto load_partial = [&](uint4(&buf)[ROWS][U], int64_t c) {
+            for (int u = 0; u < U; ++u) buf[r][u] = load_stream(wrow[r] + c + 32 * u);
+    };
+    auto load_partial = [&](uint4(&buf)[ROWS][U], int64_t c) {
 #pragma unroll
-            for (int r = 0; r < ROWS; ++r)
-#pragma unroll
-                for (int u = 0; u < U; ++u) {
-                    const bool in_row = c + 32 * u + lane < nvec;
-                    buf[r][u] = load_stream(in_row ? wrow[r] + c + 32 * u : wrow[r] - lane);
-                }
-        };
-        if (full > 0)
-            load_full(cur, 0);
-        else if (partial)
-            load_partial(cur, 0);
-        for (int64_t it = 0; it < full; ++it) {
-            const int64_t c = it * kStep;
-            if (it + 1 < full)
-                load_full(nxt, c + kStep);
-            else if (partial)
-                load_partial(nxt, c + kStep);
-#pragma unroll
-            for (int t = 0; t < NT; ++t) {
-                if (t >= N) break;
-#pragma unroll
-                for (int u = 0; u < U; ++u) {
-                    const uint4 xa = xv[t * nvec + c + lane + 32 * u];
-#pragma unroll
-                    for (int r = 0; r < ROWS; ++r) fma8(acc[r][t], cur[r][u], xa);
-                }
-            }
-            if (it + 1 < full || partial) {
-#pragma unroll
-                for (int r = 0; r < ROWS; ++r)
-#pragma unroll
-                    for (int u = 0; u < U; ++u) cur[r][u] = nxt[r][u];
-            }
-        }
-        if (partial) {
-            const int64_t c = full * kStep;
+        for (int r = 0; r < ROWS; ++r)
 #pragma unroll
             for (int u = 0; u < U; ++u) {
-                if (c + 32 * u + lane >= nvec) continue;
+                const bool in_row = c + 32 * u + lane < nvec;
+                buf[r][u] = load_stream(in_row ? wrow[r] + c + 32 * u : wrow[r] - lane);
+            }
+    };
+    if (full > 0)
+        load_full(cur, 0);
+    else if (partial)
+        load_partial(cur, 0);
+    for (int64_t it = 0; it < full; ++it) {
+        const int64_t c = it * kStep;
+        if (it + 1 < full)
+            load_full(nxt, c + kStep);
+        else if (partial)
+            load_partial(nxt, c + kStep);
 #pragma unroll
-                for (int t = 0; t < NT; ++t) {
-                    if (t >= N) break;
-                    const uint4 xa = xv[t * nvec + c + lane + 32 * u];
+        for (int t = 0; t < NT; ++t) {
+            if (t >= N) break;
 #pragma unroll
-                    for (int r = 0; r < ROWS; ++r) fma8(acc[r][t], cur[r][u], xa);
-                }
+            for (int u = 0; u < U; ++u) {
+                const uint4 xa = xv[t * nvec + c + lane + 32 * u];
+#pragma unroll
+                for (int r = 0; r < ROWS; ++r) fma8(acc[r][t], cur[r][u], xa);
             }
         }
-    } else {
-        constexpr int64_t kStep = 32 * U;
-        // The row's last, partial batch: one vector per lane at a time after the pipeline.
-        const int64_t full = nvec / kStep;  // whole batches of U vectors per lane
-        uint4 cur[ROWS][U], nxt[ROWS][U];
-        if (full > 0) {
+        if (it + 1 < full || partial) {
 #pragma unroll
             for (int r = 0; r < ROWS; ++r)
 #pragma unroll
-                for (int u = 0; u < U; ++u) cur[r][u] = load_stream(wrow[r] + 32 * u);
+                for (int u = 0; u < U; ++u) cur[r][u] = nxt[r][u];
         }
-        for (int64_t it = 0; it < full; ++it) {
-            const int64_t c = it * kStep;
-            if (it + 1 < full) {
+    }
+    if (partial) {
+        const int64_t c = full * kStep;
 #pragma unroll
-                for (int r = 0; r < ROWS; ++r)
-#pragma unroll
-                    for (int u = 0; u < U; ++u)
-                        nxt[r][u] = load_stream(wrow[r] + c + kStep + 32 * u);
-            }
+        for (int u = 0; u < U; ++u) {
+            if (c + 32 * u + lane >= nvec) continue;
 #pragma unroll
             for (int t = 0; t < NT; ++t) {
                 if (t >= N) break;
+                const uint4 xa = xv[t * nvec + c + lane + 32 * u];
 #pragma unroll
-                for (int u = 0; u < U; ++u) {
-                    const uint4 xa = xv[t * nvec + c + lane + 32 * u];
-#pragma unroll
-                    for (int r = 0; r < ROWS; ++r) fma8(acc[r][t], cur[r][u], xa);
-                }
-            }
-            if (it + 1 < full) {
-#pragma unroll
-                for (int r = 0; r < ROWS; ++r)
-#pragma unroll
-                    for (int u = 0; u < U; ++u) cur[r][u] = nxt[r][u];
+                for (int r = 0; r < ROWS; ++r) fma8(acc[r][t], cur[r][u], xa);
             }
         }
+    }
+    if constexpr (!kPipelinedTail) {
         for (int64_t c = full * kStep + lane; c < nvec; c += 32) {
             uint4 w[ROWS];
 #pragma unroll
