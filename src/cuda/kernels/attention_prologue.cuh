@@ -27,14 +27,37 @@ struct AttentionPrologueArgs {
     float eps, scaling;
 };
 
+// Where token row n = blockIdx.x goes in the cache: row cache_row of the cache, if its
+// sequence's rows fit there (start[b] ≥ 0 and start[b] + T ≤ L).
+struct PrologueRow {
+    int64_t n, cache_row;
+    bool fits;
+};
+template <class T>
+__device__ __forceinline__ PrologueRow prologue_row(const AttentionPrologueArgs<T>& p) {
+    const int64_t n = blockIdx.x, b = n / p.T_len, t = n % p.T_len;
+    const int64_t s = p.start[b];
+    return {n, b * p.L + s + t, s >= 0 && s + p.T_len <= p.L};
+}
+
+// cs[i] = cos, cs[half + i] = sin of token row n's angle i (times the attention scaling), i < half.
+template <class T>
+__device__ __forceinline__ void rope_table(float* cs, const AttentionPrologueArgs<T>& p, int64_t n,
+                                           int half) {
+    const float pos = float(p.positions[n]);
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+        float sn, c;
+        sincosf(pos * p.inv_freq[i], &sn, &c);
+        cs[i] = c * p.scaling;
+        cs[half + i] = sn * p.scaling;
+    }
+}
+
 // grid (N, 3), blockDim a multiple of 32; dynamic shared memory D floats (cos, sin) with RoPE.
 template <class T>
 __global__ void attention_prologue_kernel(AttentionPrologueArgs<T> p) {
     extern __shared__ float cs[];
-    const int64_t n = blockIdx.x, b = n / p.T_len, t = n % p.T_len;
-    const int64_t s = p.start[b];
-    const bool fits = s >= 0 && s + p.T_len <= p.L;
-    const int64_t cache_row = b * p.L + s + t;
+    const auto [n, cache_row, fits] = prologue_row(p);
     if (blockIdx.y == 2) {
         if (!fits) return;
         const int64_t C = int64_t(p.Hkv) * p.Dv;
@@ -66,13 +89,7 @@ __global__ void attention_prologue_kernel(AttentionPrologueArgs<T> p) {
         return;
     }
     const int half = p.D / 2;
-    const float pos = float(p.positions[n]);
-    for (int i = threadIdx.x; i < half; i += blockDim.x) {
-        float sn, c;
-        sincosf(pos * p.inv_freq[i], &sn, &c);
-        cs[i] = c * p.scaling;
-        cs[half + i] = sn * p.scaling;
-    }
+    rope_table(cs, p, n, half);
     __syncthreads();
     for (int64_t idx = threadIdx.x; idx < C / 2; idx += blockDim.x) {
         const int64_t i = idx % half, lo = (idx / half) * p.D + i, hi = lo + half;
@@ -97,10 +114,7 @@ __global__ void attention_prologue_kernel(AttentionPrologueArgs<T> p) {
 template <class T, int N>
 __global__ void attention_prologue_packed_kernel(AttentionPrologueArgs<T> p) {
     extern __shared__ float cs[];
-    const int64_t n = blockIdx.x, b = n / p.T_len, t = n % p.T_len;
-    const int64_t s = p.start[b];
-    const bool fits = s >= 0 && s + p.T_len <= p.L;
-    const int64_t cache_row = b * p.L + s + t;
+    const auto [n, cache_row, fits] = prologue_row(p);
     if (blockIdx.y == 2) {
         if (!fits) return;
         const int C = p.Hkv * p.Dv;
@@ -118,15 +132,7 @@ __global__ void attention_prologue_packed_kernel(AttentionPrologueArgs<T> p) {
     T* out = (is_q ? p.q : p.k) + n * C;
     T* cache = !is_q && fits ? p.k_cache + cache_row * C : nullptr;
     const bool rope = p.inv_freq != nullptr;
-    if (rope) {  // visible after the block sum's barriers
-        const float pos = float(p.positions[n]);
-        for (int i = threadIdx.x; i < half; i += blockDim.x) {
-            float sn, c;
-            sincosf(pos * p.inv_freq[i], &sn, &c);
-            cs[i] = c * p.scaling;
-            cs[half + i] = sn * p.scaling;
-        }
-    }
+    if (rope) rope_table(cs, p, n, half);  // visible after the block sum's barriers
     auto first = [&](int pair) { return (pair / per_half) * D + (pair % per_half) * N; };
     float ss = 0.0f;
     for (int pair = threadIdx.x; pair < pairs; pair += blockDim.x) {
