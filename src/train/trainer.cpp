@@ -61,7 +61,7 @@ Trainer::Trainer(Model& model, const TokenStream& data, TrainOptions options)
     std::error_code ec;
     fs::create_directories(fs::path(opt_.output_dir) / "checkpoints", ec);
     if (ec) fail("[train] cannot create ", opt_.output_dir, ": ", ec.message());
-    // Leftovers of a checkpoint write that was interrupted are not checkpoints.
+    // Leftovers of an interrupted checkpoint write or deletion (".tmp-" names) are not checkpoints.
     for (const auto& e : fs::directory_iterator(fs::path(opt_.output_dir) / "checkpoints"))
         if (e.path().filename().string().rfind(".tmp-", 0) == 0) fs::remove_all(e.path(), ec);
 }
@@ -136,8 +136,17 @@ std::string Trainer::save_checkpoint() {
                {"grad_accum", opt_.grad_accum}};
     write_file_atomic((tmp / "trainer_state.json").string(), st.dump(2) + "\n");
     sync_directory(tmp.string());
+    // A checkpoint directory goes away by being renamed to a ".tmp-" name first (one atomic step),
+    // then deleted: a process killed while deleting leaves a leftover that the next start clears,
+    // never a half-deleted directory under a checkpoint's name.
+    auto discard = [&](const fs::path& dir) {
+        const fs::path doomed = root / (".tmp-old-" + dir.filename().string());
+        fs::remove_all(doomed, ec);
+        fs::rename(dir, doomed, ec);
+        if (!ec) fs::remove_all(doomed, ec);
+    };
     const fs::path final_dir = root / name;
-    fs::remove_all(final_dir, ec);
+    if (fs::exists(final_dir)) discard(final_dir);  // the same step saved again after a resume
     fs::rename(tmp, final_dir);
     sync_directory(root.string());
     write_file_atomic((root / "latest").string(), name + "\n");
@@ -148,7 +157,7 @@ std::string Trainer::save_checkpoint() {
             all.push_back(e.path());
     std::sort(all.begin(), all.end());
     for (size_t i = 0; i + size_t(std::max<int64_t>(1, opt_.keep_checkpoints)) < all.size(); ++i)
-        fs::remove_all(all[i], ec);
+        discard(all[i]);
     return final_dir.string();
 }
 
