@@ -44,21 +44,20 @@ void attention_prologue(const Tensor& q, const Tensor& k, const Tensor& k_cache,
         p.scaling = attention_scaling;
         const size_t smem = p.inv_freq ? size_t(D) * sizeof(float) : 0;
         constexpr int V = kernels::kVec16<T>;
-        if ((D / 2) % V == 0 && (Hkv * Dv) % V == 0 &&
-            aligned_to(
-                16, {p.q, p.k, p.k_cache, p.v_cache, p.q_raw, p.k_raw, p.v, p.q_norm, p.k_norm})) {
-            // One pair of packs per thread for the 3840-wide rows of the released models.
-            const int64_t widest = std::max(Hq, Hkv) * D / (2 * V);
-            const int threads = int(std::clamp<int64_t>((widest + 31) / 32 * 32, 64, 512));
+        const bool packed = (D / 2) % V == 0 && (Hkv * Dv) % V == 0 &&
+                            aligned_to(16, {p.q, p.k, p.k_cache, p.v_cache, p.q_raw, p.k_raw, p.v,
+                                            p.q_norm, p.k_norm});
+        // A thread per RoPE pair (packed: per pair of 16-byte packs), at most 512: one pair of
+        // packs, or about four pairs of elements, per thread on the 3840-wide rows of the
+        // released models.
+        const int64_t pairs = std::max(Hq, Hkv) * D / (packed ? 2 * V : 2);
+        const int threads = int(std::clamp<int64_t>((pairs + 31) / 32 * 32, 64, 512));
+        const dim3 grid(unsigned(N), 3);
+        if (packed)
             kernels::attention_prologue_packed_kernel<T, V>
-                <<<dim3(unsigned(N), 3), threads, smem, current_stream()>>>(p);
-        } else {
-            // About four pairs per thread for rows of 3840.
-            const int64_t widest = std::max(Hq, Hkv) * D / 2;
-            const int threads = int(std::clamp<int64_t>((widest + 31) / 32 * 32, 64, 512));
-            kernels::attention_prologue_kernel<T>
-                <<<dim3(unsigned(N), 3), threads, smem, current_stream()>>>(p);
-        }
+                <<<grid, threads, smem, current_stream()>>>(p);
+        else
+            kernels::attention_prologue_kernel<T><<<grid, threads, smem, current_stream()>>>(p);
         CUDA_CHECK_LAUNCH();
     });
 }

@@ -49,28 +49,33 @@ void launch_cluster(const kernels::GdnDecodeArgs<T>& args, int64_t B) {
         cudaLaunchKernelEx(&cfg, kernels::gdn_decode_cluster_kernel<T, KP, DK, DV, WC>, args));
 }
 
+// The most key rows per warp the cluster kernel is built for.
+constexpr int kMaxKeyRowsPerWarp = 64;
+
 // The cluster kernel pays off while its blocks fit the GPU about once (small batches): each block
 // is a short latency chain, and more waves of them cost more than the per-key-head kernel's
 // longer columns.
 template <class T>
 bool cluster_fits(const kernels::GdnDecodeArgs<T>& args, int64_t B) {
     const int64_t S = (args.Dv + kernels::kGdnClusterColumns - 1) / kernels::kGdnClusterColumns;
-    return args.H == args.Hk && S <= kernels::kGdnClusterMaxBlocks && args.Dk <= 4 * 64 &&
-           args.W >= 1 && args.W <= kernels::kGdnClusterMaxW &&
+    return args.H == args.Hk && S <= kernels::kGdnClusterMaxBlocks &&
+           args.Dk <= kernels::kGdnClusterWarps * kMaxKeyRowsPerWarp && args.W >= 1 &&
+           args.W <= kernels::kGdnClusterMaxW &&
            B * args.H * S <= 4 * int64_t(multiprocessor_count()) && device_has_sm90_features();
 }
 
 // The released shapes (D_k/D_v 96/192 and 128/128, 4 conv taps) have their own builds.
 template <class T>
 void launch_cluster_any(const kernels::GdnDecodeArgs<T>& args, int64_t B) {
+    constexpr int kWarps = kernels::kGdnClusterWarps;
     if (args.W == 4 && args.Dk == 96 && args.Dv == 192)
-        return launch_cluster<T, 24, 96, 192, 4>(args, B);
+        return launch_cluster<T, 96 / kWarps, 96, 192, 4>(args, B);
     if (args.W == 4 && args.Dk == 128 && args.Dv == 128)
-        return launch_cluster<T, 32, 128, 128, 4>(args, B);
-    const int rows = (args.Dk + kernels::kGdnClusterWarps - 1) / kernels::kGdnClusterWarps;
-    dispatch_bound<8, 16, 24, 32, 64>(rows, "gdn_decode_step", "key rows per warp", [&](auto kp) {
-        launch_cluster<T, decltype(kp)::value>(args, B);
-    });
+        return launch_cluster<T, 128 / kWarps, 128, 128, 4>(args, B);
+    const int rows = (args.Dk + kWarps - 1) / kWarps;
+    dispatch_bound<8, 16, 24, 32, kMaxKeyRowsPerWarp>(
+        rows, "gdn_decode_step", "key rows per warp",
+        [&](auto kp) { launch_cluster<T, decltype(kp)::value>(args, B); });
 }
 
 }  // namespace

@@ -208,7 +208,7 @@ __global__ void __launch_bounds__(32 * kGdnClusterWarps)
     const int bh = int(blockIdx.x) / S, b = bh / H, h = bh % H;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int j = slice * kGdnClusterColumns + lane;  // this thread's state column
-    const bool has_col = DV % kGdnClusterColumns == 0 && DV > 0 ? true : j < Dv;
+    const bool has_col = (DV > 0 && DV % kGdnClusterColumns == 0) || j < Dv;
     const int rows = (Dk + kGdnClusterWarps - 1) / kGdnClusterWarps, row0 = warp * rows;
     const int own_rows =
         max(0, min(rows, Dk - row0));  // this warp's key rows: row0 + i, i < own_rows

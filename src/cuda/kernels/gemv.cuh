@@ -5,9 +5,9 @@
 // dot product. The weight loads are software-pipelined: the next batch of ROWS·U = 4 vectors per
 // lane is issued before the current one is multiplied (measured on the H200: batches of 4 beat 8
 // and 16, whose registers cost occupancy, and an unpipelined loop by 5-15%), with one row per warp
-// the row's last, partial batch included. Outputs may be split
-// into segments (w's row blocks written to separate tensors), so that q|k|v|... of a layer are one
-// pass over their concatenated weights.
+// the row's last, partial batch included. Outputs may be split into segments (w's row blocks
+// written to separate tensors), so that q|k|v|... of a layer are one pass over their concatenated
+// weights.
 //
 // With SWIGLU, the products are an MLP's gate and up projections and the epilogue also applies the
 // activation: each warp owns ROWS/2 rows of w_gate and the same rows of w_up, and writes gate, up
