@@ -187,7 +187,9 @@ void gdn_chunked(const Tensor& o, const Tensor& state, const Tensor& q, const Te
     a.qs = static_cast<__nv_bfloat16*>(scratch(1, rows * (ldk + kernels::kSPitch) * 2));
     a.u = static_cast<__nv_bfloat16*>(
         scratch(2, rows * tiles * size_t(kernels::value_pitch(a.VT)) * 2));
-    a.gamma = static_cast<float*>(scratch(3, rows * 4));
+    a.out_decay = static_cast<float*>(scratch(3, rows * 4));
+    a.state_decay = static_cast<float*>(
+        scratch(4, size_t(a.B) * a.H * a.NC * kernels::kStateDecays * sizeof(float)));
     switch (dkp) {
         case 16:
             launch_chunked<16>(a, nw);

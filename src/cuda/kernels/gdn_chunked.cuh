@@ -29,6 +29,9 @@ constexpr int kSPitch = kChunk + 8;  // rows of S
 __host__ __device__ constexpr int value_pitch(int VT) {
     return VT + 8;
 }
+// Per chunk, the state update's decays: e^{γ_C − γ_t} for its 64 tokens t, then e^{γ_C} (γ_C =
+// γ of the last row), padded to whole 16-byte vectors.
+constexpr int kStateDecays = kChunk + 4;
 
 struct GdnChunkArgs {
     const __nv_bfloat16 *q, *k, *v;  // [B, T, H, Dk|Dv]
@@ -39,8 +42,9 @@ struct GdnChunkArgs {
     __nv_bfloat16* wk;  // [B·H, NC] × {W, K} [64, key_pitch]
     __nv_bfloat16*
         qs;  // [B·H, NC] × {Q [64, key_pitch], S [64, kSPitch]} (S: intra-chunk attention)
-    __nv_bfloat16* u;  // [B·H, DVP / VT, Tp, value_pitch(VT)] U in tiles of VT value columns
-    float* gamma;      // [B·H, Tp]
+    __nv_bfloat16* u;    // [B·H, DVP / VT, Tp, value_pitch(VT)] U in tiles of VT value columns
+    float* out_decay;    // [B·H, Tp] e^γ (the outputs' decay from the chunk start)
+    float* state_decay;  // [B·H, NC, kStateDecays]
     int B, T, H, Dk, Dv, NC, DVP, VT;
     bool qk_vec, v_vec, o_vec;  // 16-byte accesses allowed to q/k, v, o rows
 };

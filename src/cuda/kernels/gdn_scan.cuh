@@ -6,15 +6,20 @@
 //                    Pᵀ = Hᵀ Wᵀ,  V'ᵀ = Uᵀ − Pᵀ,  Hᵀ ← e^{γ_C} Hᵀ + (V' ⊙ e^{γ_C − γ})ᵀ K,
 //                  and hands the chunk-start Hᵀ and V'ᵀ (bf16 A fragments) to its output warp.
 //   output warp w: one chunk behind, Oᵀ = (Hᵀ Qᵀ) ⊙ e^γ + V'ᵀ Sᵀ for the same 16 columns, stored
-//                  through shared memory; it also issues every cp.async copy of the block.
+//                  through shared memory; the output warps also issue every copy of the block.
 // The state warps' chain (two products and an update per chunk) is the sequential part; the output
 // products and all copies run beside it. Per iteration n (one block barrier each):
 //   output warps: O of chunk n − 1; then copies for chunk n + 2's state stage (ring of 3: W, K, U
-//                 tile, γ) and chunk n + 1's output stage (ring of 2: Q, S, γ); then wait for
-//                 chunk n + 1's state stage and chunk n's output stage (issued one iteration ago);
+//                 tile, decays) and chunk n + 1's output stage (ring of 2: Q, S, decays);
 //   state warps:  chunk n, writing the exchange buffer n % 2.
+// Every operand is one contiguous range (the WY kernel wrote them in this kernel's layouts). On
+// sm_90 one thread moves each range with a bulk copy that completes the stage's transaction
+// barrier, which its consumers wait on; before sm_90 the output warps stream it with 16-byte
+// cp.async copies and, at the end of iteration n, wait for chunk n + 1's state stage and chunk n's
+// output stage (issued one iteration earlier), which the block barrier then publishes.
 #pragma once
 
+#include "bulk_copy.cuh"
 #include "gdn_chunked.cuh"
 
 namespace olmo::kernels {
@@ -30,15 +35,22 @@ struct ScanLayout {
     // state stage: W, K, U tile, γ
     static constexpr size_t kW = 0, kK = kW + carve_bytes(kChunk * LDK * 2),
                             kU = kK + carve_bytes(kChunk * LDK * 2),
-                            kSG = kU + carve_bytes(kChunk * LDU * 2),
-                            kStateStage = kSG + carve_bytes(kChunk * 4);
+                            kSD = kU + carve_bytes(kChunk * LDU * 2),
+                            kStateStage = kSD + carve_bytes(kStateDecays * 4);
     // output stage: Q, S, γ (Q and S are the output warps' staging once their products are done)
     static constexpr size_t kQ = 0, kS = kQ + carve_bytes(kChunk * LDK * 2),
-                            kOG = kS + carve_bytes(kChunk * LDS * 2),
-                            kOutStage = kOG + carve_bytes(kChunk * 4);
+                            kOD = kS + carve_bytes(kChunk * LDS * 2),
+                            kOutStage = kOD + carve_bytes(kChunk * 4);
     static constexpr size_t kXchg = carve_bytes(size_t(NW) * 32 * XW * 4);
     static constexpr size_t kStates = 0, kOuts = 3 * kStateStage, kX = kOuts + 2 * kOutStage;
-    static constexpr size_t bytes = kX + 2 * kXchg;
+    // Transaction barriers of the bulk copies: the 3 state stages, then the 2 output stages.
+    static constexpr size_t kBars = kX + 2 * kXchg;
+    static constexpr size_t bytes = kBars + carve_bytes(5 * sizeof(uint64_t));
+    // Bytes delivered into a state stage (W and K, the U tile, decays) and an output stage (Q and
+    // S, decays).
+    static constexpr uint32_t kWKBytes = 2 * kChunk * LDK * 2, kUBytes = kChunk * LDU * 2,
+                              kStateDecayBytes = kStateDecays * 4,
+                              kQSBytes = kChunk * (LDK + LDS) * 2, kOutDecayBytes = kChunk * 4;
     static_assert(size_t(NW) * kChunk * LDO * 2 <= kOutStage, "output staging fits a stage");
 };
 
@@ -92,26 +104,71 @@ __global__ void __launch_bounds__(NW * 64, 1) gdn_scan_kernel(GdnChunkArgs a) {
                (slice * 32 + lane) * XW;
     };
 
-    // Copies by the output warps (ptid = 0 .. 32·NW − 1): the WY kernel wrote every operand in
-    // this kernel's layout, so each is one linear stream.
+    // Copies, issued by the output warps (ptid = 0 .. 32·NW − 1); the sources of chunk n's
+    // stages.
     const int ptid = threadIdx.x - 32 * NW;
+    auto src_wk = [&](int n) { return a.wk + (size_t(bh) * a.NC + n) * 2 * kChunk * LDK; };
+    auto src_u = [&](int n) {
+        return a.u + ((size_t(bh) * tiles_v + vt) * Tp + size_t(n) * kChunk) * LDU;
+    };
+    auto src_qs = [&](int n) { return a.qs + (size_t(bh) * a.NC + n) * kChunk * (LDK + LDS); };
+    auto src_state_decay = [&](int n) {
+        return a.state_decay + (size_t(bh) * a.NC + n) * kStateDecays;
+    };
+    auto src_out_decay = [&](int n) { return a.out_decay + size_t(bh) * Tp + size_t(n) * kChunk; };
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    uint64_t* bars = reinterpret_cast<uint64_t*>(smem_raw + L::kBars);
+    auto copy_state_stage = [&](int n) {
+        if (ptid != 0) return;
+        char* st = state_stage(n);
+        uint64_t* bar = bars + n % 3;
+        fence_async_smem();  // after the state warps' reads of the stage's previous chunk
+        mbar_arrive_expect_tx(bar, L::kWKBytes + L::kUBytes + L::kStateDecayBytes);
+        bulk_copy_to_smem(st + L::kW, src_wk(n), L::kWKBytes, bar);
+        bulk_copy_to_smem(st + L::kU, src_u(n), L::kUBytes, bar);
+        bulk_copy_to_smem(st + L::kSD, src_state_decay(n), L::kStateDecayBytes, bar);
+    };
+    auto copy_out_stage = [&](int n) {
+        if (ptid != 0) return;
+        char* st = out_stage(n);
+        uint64_t* bar = bars + 3 + n % 2;
+        mbar_arrive_expect_tx(bar, L::kQSBytes + L::kOutDecayBytes);
+        bulk_copy_to_smem(st + L::kQ, src_qs(n), L::kQSBytes, bar);
+        bulk_copy_to_smem(st + L::kOD, src_out_decay(n), L::kOutDecayBytes, bar);
+    };
+    // Chunk n's stages have landed (each barrier's k-th phase has parity k % 2).
+    auto wait_state_stage = [&](int n) { mbar_wait(bars + n % 3, (n / 3) & 1); };
+    auto wait_out_stage = [&](int n) { mbar_wait(bars + 3 + n % 2, (n / 2) & 1); };
+    // Only the barriers' phases order the copies.
+    auto close_group = [] {};
+    auto close_group_and_wait_previous = [] {};
+    if (ptid == 0) {
+        for (int i = 0; i < 5; ++i) mbar_init(bars + i, 1);
+        mbar_init_fence();
+    }
+#else
     auto copy_state_stage = [&](int n) {
         char* st = state_stage(n);
-        const size_t row0 = size_t(bh) * Tp + size_t(n) * kChunk;
-        copy_linear<2 * kChunk * LDK * 2, 32 * NW>(
-            st + L::kW, a.wk + (size_t(bh) * a.NC + n) * 2 * kChunk * LDK,
-            ptid);  // W and K
-        copy_linear<kChunk * LDU * 2, 32 * NW>(
-            st + L::kU, a.u + ((size_t(bh) * tiles_v + vt) * Tp + size_t(n) * kChunk) * LDU, ptid);
-        copy_linear<kChunk * 4, 32 * NW>(st + L::kSG, a.gamma + row0, ptid);
+        copy_linear<L::kWKBytes, 32 * NW>(st + L::kW, src_wk(n), ptid);
+        copy_linear<L::kUBytes, 32 * NW>(st + L::kU, src_u(n), ptid);
+        copy_linear<L::kStateDecayBytes, 32 * NW>(st + L::kSD, src_state_decay(n), ptid);
     };
     auto copy_out_stage = [&](int n) {
         char* st = out_stage(n);
-        const size_t row0 = size_t(bh) * Tp + size_t(n) * kChunk;
-        copy_linear<kChunk*(LDK + LDS) * 2, 32 * NW>(
-            st + L::kQ, a.qs + (size_t(bh) * a.NC + n) * kChunk * (LDK + LDS), ptid);  // Q and S
-        copy_linear<kChunk * 4, 32 * NW>(st + L::kOG, a.gamma + row0, ptid);
+        copy_linear<L::kQSBytes, 32 * NW>(st + L::kQ, src_qs(n), ptid);
+        copy_linear<L::kOutDecayBytes, 32 * NW>(st + L::kOD, src_out_decay(n), ptid);
     };
+    // The block barrier after close_group_and_wait_previous publishes the stages.
+    auto wait_state_stage = [](int) {};
+    auto wait_out_stage = [](int) {};
+    // Commits the copies issued since the last commit as one group; then waits for every group
+    // but this one.
+    auto close_group = [] { __pipeline_commit(); };
+    auto close_group_and_wait_previous = [] {
+        __pipeline_commit();
+        __pipeline_wait_prior(1);
+    };
+#endif
 
     // State warps: this warp's slice of Hᵀ (rows j0 + g, j0 + g + 8; key n-tiles of 8).
     float hs[2 * KS][4];
@@ -135,11 +192,10 @@ __global__ void __launch_bounds__(NW * 64, 1) gdn_scan_kernel(GdnChunkArgs a) {
         for_state_slice([](float& h, float& s) { h = s; });
     } else {
         copy_state_stage(0);
-        __pipeline_commit();
+        close_group();
         if (a.NC > 1) copy_state_stage(1);
         copy_out_stage(0);
-        __pipeline_commit();
-        __pipeline_wait_prior(1);  // chunk 0's state stage
+        close_group_and_wait_previous();  // chunk 0's state stage
     }
     __syncthreads();
 
@@ -149,8 +205,9 @@ __global__ void __launch_bounds__(NW * 64, 1) gdn_scan_kernel(GdnChunkArgs a) {
             const auto* sW = reinterpret_cast<const __nv_bfloat16*>(stg + L::kW);
             const auto* sK = reinterpret_cast<const __nv_bfloat16*>(stg + L::kK);
             const auto* sU = reinterpret_cast<const __nv_bfloat16*>(stg + L::kU);
-            const auto* sG = reinterpret_cast<const float*>(stg + L::kSG);
+            const auto* sD = reinterpret_cast<const float*>(stg + L::kSD);
             uint32_t* xb = xchg(n);
+            wait_state_stage(n);
 
             // Hᵀ as bf16 A tiles (the chunk-start state), also handed to the output warp.
             uint32_t ha[KS][4];
@@ -179,12 +236,12 @@ __global__ void __launch_bounds__(NW * 64, 1) gdn_scan_kernel(GdnChunkArgs a) {
             }
             // V'ᵀ (to the output warp) and (V' ⊙ e^{γ_C − γ})ᵀ (the update's left operand) as bf16
             // A tiles over tokens; this lane's tokens are 8·nt + 2·c4 + {0, 1}.
-            const float gamma_last = sG[kChunk - 1];
+
             uint32_t vn[4][4], vd[4][4];
 #pragma unroll
             for (int nt = 0; nt < 8; ++nt) {
                 const int t = nt * 8 + 2 * c4;
-                const float d0 = __expf(gamma_last - sG[t]), d1 = __expf(gamma_last - sG[t + 1]);
+                const float d0 = sD[t], d1 = sD[t + 1];  // e^{γ_C − γ}
                 const float(&x)[4] = p[nt];
                 const int ks = nt / 2, part = (nt % 2) * 2;
                 vn[ks][part] = pack_bf16(x[0], x[1]);
@@ -197,7 +254,7 @@ __global__ void __launch_bounds__(NW * 64, 1) gdn_scan_kernel(GdnChunkArgs a) {
                 *reinterpret_cast<uint4*>(xb + 4 * KS + 4 * ks) =
                     make_uint4(vn[ks][0], vn[ks][1], vn[ks][2], vn[ks][3]);
             // Hᵀ ← e^{γ_C} Hᵀ + (V' ⊙ e^{γ_C − γ})ᵀ K.
-            const float decay = __expf(gamma_last);
+            const float decay = sD[kChunk];  // e^{γ_C}
 #pragma unroll
             for (int nt = 0; nt < 2 * KS; ++nt)
 #pragma unroll
@@ -209,8 +266,9 @@ __global__ void __launch_bounds__(NW * 64, 1) gdn_scan_kernel(GdnChunkArgs a) {
                 char* stg = out_stage(m);
                 const auto* sQ = reinterpret_cast<const __nv_bfloat16*>(stg + L::kQ);
                 const auto* sS = reinterpret_cast<const __nv_bfloat16*>(stg + L::kS);
-                const auto* sG = reinterpret_cast<const float*>(stg + L::kOG);
+                const auto* sE = reinterpret_cast<const float*>(stg + L::kOD);  // e^γ
                 const uint32_t* xb = xchg(m);
+                wait_out_stage(m);
                 uint32_t ha[KS][4], vn[4][4];
 #pragma unroll
                 for (int ks = 0; ks < KS; ++ks) load_a_tile(ha[ks], xb + 4 * ks);
@@ -221,7 +279,7 @@ __global__ void __launch_bounds__(NW * 64, 1) gdn_scan_kernel(GdnChunkArgs a) {
 #pragma unroll
                 for (int nt = 0; nt < 8; ++nt) {
                     const int t = nt * 8 + 2 * c4;
-                    const float e0 = __expf(sG[t]), e1 = __expf(sG[t + 1]);
+                    const float e0 = sE[t], e1 = sE[t + 1];
                     o[nt][0] *= e0;
                     o[nt][1] *= e1;
                     o[nt][2] *= e0;
@@ -277,12 +335,15 @@ __global__ void __launch_bounds__(NW * 64, 1) gdn_scan_kernel(GdnChunkArgs a) {
                         for (int e = 0; e < 8 && c + e < a.Dv; ++e) d[e] = s_[e];
                     }
                 }
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+                fence_async_smem();  // the staging's accesses before the bulk copy's refill
+#endif
                 named_barrier(1, 32 * NW);  // the staging is read before the stage is refilled
             }
             if (n + 2 < a.NC) copy_state_stage(n + 2);
             if (n + 1 < a.NC) copy_out_stage(n + 1);
-            __pipeline_commit();
-            __pipeline_wait_prior(1);  // chunk n + 1's state stage and chunk n's output stage
+            // chunk n + 1's state stage and chunk n's output stage
+            close_group_and_wait_previous();
         }
         __syncthreads();
     }

@@ -245,7 +245,14 @@ __global__ void __launch_bounds__(kWyThreads) gdn_wy_kernel(GdnChunkArgs a) {
             *reinterpret_cast<uint32_t*>(p + 8 * LDU + 8) = pack_bf16(u1[2], u1[3]);
         }
     }
-    if (tid < kChunk) a.gamma[row0 + tid] = s_gamma[tid];
+    // The scan's decays, computed once here rather than in its sequential loop.
+    if (tid < kChunk) {
+        const float last = s_gamma[kChunk - 1], gt = s_gamma[tid];
+        float* sd = a.state_decay + (size_t(bh) * a.NC + n) * kStateDecays;
+        a.out_decay[row0 + tid] = __expf(gt);
+        sd[tid] = __expf(last - gt);
+        if (tid < kStateDecays - kChunk) sd[kChunk + tid] = tid == 0 ? __expf(last) : 0.0f;
+    }
 }
 
 }  // namespace olmo::kernels
