@@ -32,12 +32,12 @@ struct ScanLayout {
     // hit distinct banks.
     static constexpr int XW = 4 * KS + 16 + 4;
     static constexpr int LDK = key_pitch<DKP>(), LDS = kSPitch, LDU = value_pitch(VT), LDO = 16 + 8;
-    // state stage: W, K, U tile, γ
+    // state stage: W, K, U tile, decays (kStateDecays)
     static constexpr size_t kW = 0, kK = kW + carve_bytes(kChunk * LDK * 2),
                             kU = kK + carve_bytes(kChunk * LDK * 2),
                             kSD = kU + carve_bytes(kChunk * LDU * 2),
                             kStateStage = kSD + carve_bytes(kStateDecays * 4);
-    // output stage: Q, S, γ (Q and S are the output warps' staging once their products are done)
+    // output stage: Q, S, e^γ (Q and S are the output warps' staging once their products are done)
     static constexpr size_t kQ = 0, kS = kQ + carve_bytes(kChunk * LDK * 2),
                             kOD = kS + carve_bytes(kChunk * LDS * 2),
                             kOutStage = kOD + carve_bytes(kChunk * 4);
