@@ -52,6 +52,18 @@ void launch_cluster(const kernels::GdnDecodeArgs<T>& args, int64_t B) {
 // The most key rows per warp the cluster kernel is built for.
 constexpr int kMaxKeyRowsPerWarp = 64;
 
+// The cluster kernel's body exists only in code built for sm_90 or newer: a build for an older
+// architecture that runs on a Hopper GPU (the driver compiling its PTX) must not take it.
+bool cluster_kernel_built() {
+    static const bool built = [] {
+        if (!device_has_sm90_features()) return false;
+        cudaFuncAttributes attr{};
+        CUDA_CHECK(cudaFuncGetAttributes(&attr, kernels::gdn_decode_cluster_kernel<float, 8>));
+        return attr.ptxVersion >= 90;
+    }();
+    return built;
+}
+
 // The cluster kernel pays off while its blocks fit the GPU about once (small batches): each block
 // is a short latency chain, and more waves of them cost more than the per-key-head kernel's
 // longer columns.
@@ -61,7 +73,7 @@ bool cluster_fits(const kernels::GdnDecodeArgs<T>& args, int64_t B) {
     return args.H == args.Hk && S <= kernels::kGdnClusterMaxBlocks &&
            args.Dk <= kernels::kGdnClusterWarps * kMaxKeyRowsPerWarp && args.W >= 1 &&
            args.W <= kernels::kGdnClusterMaxW &&
-           B * args.H * S <= 4 * int64_t(multiprocessor_count()) && device_has_sm90_features();
+           B * args.H * S <= 4 * int64_t(multiprocessor_count()) && cluster_kernel_built();
 }
 
 // The released shapes (D_k/D_v 96/192 and 128/128, 4 conv taps) have their own builds.
