@@ -16,7 +16,8 @@ cublasHandle_t blas_handle();
 void* lt_workspace();
 size_t lt_workspace_bytes();
 int multiprocessor_count();
-// Compute capability 9.0 or later: thread-block clusters, programmatic dependent launch.
+// Compute capability 9.0 or later (thread-block clusters, bulk copies). Whether a kernel was built
+// with sm_90 code is checked apart (gdn_decode.cu, before it takes its cluster kernel).
 bool device_has_sm90_features();
 // A device scratch buffer of at least `bytes`, one per slot, kept between calls and grown when
 // needed (growing synchronises; never call with a larger size during graph capture).
