@@ -77,6 +77,27 @@ void matmul_swiglu(const Tensor& act, const Tensor& gate, const Tensor& up, cons
     swiglu(act, gate, up);
 }
 
+// The reference provides no sums of squares; the norms below are computed in full.
+void matmul_sumsq(const Tensor& out, SumSquares& sumsq, const Tensor& x, const Tensor& w,
+                  bool accumulate, const Tensor& /*norm_w*/) {
+    matmul(out, x, w, accumulate);
+    sumsq.count = 0;
+}
+
+void rmsnorm_matmul_segments(std::span<const Tensor> outs, const Tensor& normed, const Tensor& h,
+                             const Tensor& norm_w, float eps, const SumSquares& /*sumsq*/,
+                             const Tensor& w) {
+    rmsnorm(normed, h, norm_w, eps);
+    matmul_segments(outs, normed, w);
+}
+
+void rmsnorm_matmul_swiglu(const Tensor& act, const Tensor& gate, const Tensor& up,
+                           const Tensor& normed, const Tensor& h, const Tensor& norm_w, float eps,
+                           const SumSquares& /*sumsq*/, const Tensor& w_gate, const Tensor& w_up) {
+    rmsnorm(normed, h, norm_w, eps);
+    matmul_swiglu(act, gate, up, normed, w_gate, w_up);
+}
+
 // conv1d_silu ×3, l2norm ×2, repeat_heads ×2 (GVA), gdn_gates, gdn_recurrent, rmsnorm_gated: the
 // GDN layer's statements for one token with a decoding state.
 void gdn_decode_step(const Tensor& y, const Tensor& state, const Tensor& conv_q_state,

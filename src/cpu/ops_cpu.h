@@ -7,6 +7,7 @@
 #include <span>
 
 #include "core/tensor.h"
+#include "ops/sum_squares.h"
 
 namespace olmo::cpu {
 

@@ -167,13 +167,18 @@ kernels::GemvSegments segments_of(std::span<const Tensor> outs) {
     return seg;
 }
 
-template <int NT, int ROWS, class TO, bool SWIGLU, int MIN_BLOCKS = 0>
-void launch_gemv(const kernels::GemvArgs& args) {
+using kernels::GemvFuse;
+
+// Returns the number of blocks launched.
+template <int NT, int ROWS, class TO, bool SWIGLU, int MIN_BLOCKS = 0,
+          GemvFuse FUSE = GemvFuse::none>
+int64_t launch_gemv(const kernels::GemvArgs& args) {
     const int64_t rows_per_block = int64_t(kernels::kGemvWarps) * (SWIGLU ? ROWS / 2 : ROWS);
-    kernels::gemv_kernel<NT, ROWS, TO, SWIGLU, MIN_BLOCKS>
-        <<<unsigned((args.O + rows_per_block - 1) / rows_per_block), 32 * kernels::kGemvWarps, 0,
-           current_stream()>>>(args);
+    const int64_t blocks = (args.O + rows_per_block - 1) / rows_per_block;
+    kernels::gemv_kernel<NT, ROWS, TO, SWIGLU, MIN_BLOCKS, FUSE>
+        <<<unsigned(blocks), 32 * kernels::kGemvWarps, 0, current_stream()>>>(args);
     CUDA_CHECK_LAUNCH();
+    return blocks;
 }
 
 // Rows per warp: about 64 warps' worth per SM (more rows per warp only for products larger than
@@ -185,23 +190,30 @@ void launch_gemv(const kernels::GemvArgs& args) {
 // per warp in one wave (25.6 -> 24.1 us; 2 rows, 1.2 waves, was slower than either). The step:
 // 4.40 -> 4.33 ms (H200, same process). The head (11 rows per warp, several waves) is faster
 // without the cap (181 vs 186 us).
-template <class TO, bool SWIGLU = false>
-void gemv(const kernels::GemvArgs& args) {
+// Returns the number of blocks launched. The fused norm (FUSE) is for one token.
+template <class TO, bool SWIGLU = false, GemvFuse FUSE = GemvFuse::none>
+int64_t gemv(const kernels::GemvArgs& args) {
     constexpr int kCapped = 9;  // blocks per SM under the register cap
     const int64_t warps_wanted = 64 * int64_t(multiprocessor_count());
     const int64_t rows_per_warp = (SWIGLU ? 2 : 1) * args.O / warps_wanted;
-    if (args.N <= 1) {
-        if (rows_per_warp >= 4)
-            launch_gemv<1, 4, TO, SWIGLU>(args);
+    if (FUSE != GemvFuse::none || args.N <= 1) {
+        OLMO_CHECK(args.N == 1 || FUSE == GemvFuse::none, "[matmul] the fused norm is for one row");
+        if constexpr (FUSE == GemvFuse::sumsq_out)  // a warp takes its one row's norm weight early
+            return launch_gemv<1, 1, TO, false, kCapped, FUSE>(args);
+        else if (rows_per_warp >= 4)
+            return launch_gemv<1, 4, TO, SWIGLU, 0, FUSE>(args);
         else if constexpr (SWIGLU)
-            launch_gemv<1, 2, TO, true>(args);
+            return launch_gemv<1, 2, TO, true, 0, FUSE>(args);
         else if (rows_per_warp >= 2)
-            launch_gemv<1, 2, TO, false, kCapped>(args);
+            return launch_gemv<1, 2, TO, false, kCapped, FUSE>(args);
         else if (rows_per_warp >= 1)
-            launch_gemv<1, 4, TO, false, kCapped>(args);
+            return launch_gemv<1, 4, TO, false, kCapped, FUSE>(args);
         else
-            launch_gemv<1, 1, TO, false, kCapped>(args);
-    } else if (args.N <= 2) {
+            return launch_gemv<1, 1, TO, false, kCapped, FUSE>(args);
+    }
+    if constexpr (FUSE != GemvFuse::none)
+        return 0;  // not reached
+    else if (args.N <= 2) {
         if (rows_per_warp >= 2 || SWIGLU)
             launch_gemv<2, 2, TO, SWIGLU>(args);
         else
@@ -216,6 +228,7 @@ void gemv(const kernels::GemvArgs& args) {
     } else {
         launch_gemv<8, 1, TO, false>(args);
     }
+    return 0;
 }
 
 template <bool SWIGLU = false>
@@ -254,20 +267,94 @@ void matmul_segments(std::span<const Tensor> outs, const Tensor& x, const Tensor
     }
 }
 
-void matmul_swiglu(const Tensor& act, const Tensor& gate, const Tensor& up, const Tensor& x,
-                   const Tensor& w_gate, const Tensor& w_up) {
-    if (!gemv_fits(x, w_gate, gate.dtype) || !aligned16(w_up.data)) {
-        matmul(gate, x, w_gate, false);
-        matmul(up, x, w_up, false);
-        swiglu(act, gate, up);
-        return;
-    }
+namespace {
+
+bool swiglu_gemv_fits(const Tensor& gate, const Tensor& x, const Tensor& w_gate,
+                      const Tensor& w_up) {
+    return gemv_fits(x, w_gate, gate.dtype) && aligned16(w_up.data);
+}
+
+kernels::GemvArgs swiglu_args(const Tensor& act, const Tensor& gate, const Tensor& up,
+                              const Tensor& x, const Tensor& w_gate, const Tensor& w_up) {
     kernels::GemvArgs a = gemv_args(kernels::GemvSegments{}, x, w_gate, false);
     a.w_up = ptr<__nv_bfloat16>(w_up);
     a.gate = gate.data;
     a.up = up.data;
     a.act = act.data;
-    gemv_any<true>(gate.dtype, a);
+    return a;
+}
+
+// The carried norm: one bf16 row h whose producer left its sums of squares and h ⊙ norm_w for this
+// norm's weight.
+bool norm_fits(const Tensor& h, const Tensor& norm_w, const SumSquares& sumsq) {
+    return sumsq.count > 0 && sumsq.count <= kernels::kGemvMaxSumsq &&
+           sumsq.norm_w.data == norm_w.data && h.dtype == DType::bf16 && h.numel() == h.size(-1) &&
+           sumsq.scaled.dtype == DType::bf16 && sumsq.scaled.numel() == h.numel();
+}
+
+void set_input_norm(kernels::GemvArgs& a, float eps, const SumSquares& sumsq) {
+    a.sumsq_in = ptr<float>(sumsq.partials);
+    a.sumsq_count = int(sumsq.count);
+    a.norm_eps = eps;
+}
+
+}  // namespace
+
+void matmul_swiglu(const Tensor& act, const Tensor& gate, const Tensor& up, const Tensor& x,
+                   const Tensor& w_gate, const Tensor& w_up) {
+    if (!swiglu_gemv_fits(gate, x, w_gate, w_up)) {
+        matmul(gate, x, w_gate, false);
+        matmul(up, x, w_up, false);
+        swiglu(act, gate, up);
+        return;
+    }
+    gemv_any<true>(gate.dtype, swiglu_args(act, gate, up, x, w_gate, w_up));
+}
+
+// Decoding, the RMSNorm between two products carried by them (kernels/gemv.cuh, GemvFuse). Measured
+// on the H200 (decode step B = 1): see docs/PERF.md.
+void matmul_sumsq(const Tensor& out, SumSquares& sumsq, const Tensor& x, const Tensor& w,
+                  bool accumulate, const Tensor& norm_w) {
+    sumsq.count = 0;
+    const int64_t O = w.size(0), most_blocks = (O + kernels::kGemvWarps - 1) / kernels::kGemvWarps;
+    if (out.dtype != DType::bf16 || x.numel() != x.size(-1) || !gemv_fits(x, w, out.dtype) ||
+        norm_w.empty() || sumsq.scaled.dtype != DType::bf16 ||
+        sumsq.partials.numel() < most_blocks) {
+        matmul(out, x, w, accumulate);
+        return;
+    }
+    kernels::GemvArgs a = gemv_args(segments_of(std::span(&out, 1)), x, w, accumulate);
+    a.sumsq_out = ptr<float>(sumsq.partials);
+    a.norm_w = norm_w.data;
+    a.scaled = sumsq.scaled.data;
+    sumsq.count = gemv<__nv_bfloat16, false, GemvFuse::sumsq_out>(a);
+    sumsq.norm_w = norm_w;
+}
+
+void rmsnorm_matmul_segments(std::span<const Tensor> outs, const Tensor& normed, const Tensor& h,
+                             const Tensor& norm_w, float eps, const SumSquares& sumsq,
+                             const Tensor& w) {
+    if (!norm_fits(h, norm_w, sumsq) || !gemv_fits(sumsq.scaled, w, outs[0].dtype)) {
+        rmsnorm(normed, h, norm_w, eps);
+        matmul_segments(outs, normed, w);
+        return;
+    }
+    kernels::GemvArgs a = gemv_args(segments_of(outs), sumsq.scaled, w, false);
+    set_input_norm(a, eps, sumsq);
+    gemv<__nv_bfloat16, false, GemvFuse::norm_in>(a);
+}
+
+void rmsnorm_matmul_swiglu(const Tensor& act, const Tensor& gate, const Tensor& up,
+                           const Tensor& normed, const Tensor& h, const Tensor& norm_w, float eps,
+                           const SumSquares& sumsq, const Tensor& w_gate, const Tensor& w_up) {
+    if (!norm_fits(h, norm_w, sumsq) || !swiglu_gemv_fits(gate, sumsq.scaled, w_gate, w_up)) {
+        rmsnorm(normed, h, norm_w, eps);
+        matmul_swiglu(act, gate, up, normed, w_gate, w_up);
+        return;
+    }
+    kernels::GemvArgs a = swiglu_args(act, gate, up, sumsq.scaled, w_gate, w_up);
+    set_input_norm(a, eps, sumsq);
+    gemv<__nv_bfloat16, true, GemvFuse::norm_in>(a);
 }
 
 // out[N, O] = x[N, I] · wᵀ: column-major outᵀ[O, N] = w[O, I]·xᵀ = op_T(w as col-major [I, O]) · (x

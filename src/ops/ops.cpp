@@ -108,6 +108,13 @@ int64_t rows(const Tensor& t) {
     return n;
 }
 
+// x[..., C] with a per-channel weight w[C].
+void check_row_weight(const char* op, const char* nx, const Tensor& x, const char* nw,
+                      const Tensor& w) {
+    OLMO_CHECK(x.ndim >= 1 && w.ndim == 1 && w.shape[0] == last_dim(x), "[", op, "] ", nx, " ",
+               x.shape_str(), " vs ", nw, " ", w.shape_str());
+}
+
 // a[..., x] and b[..., y] have the same number of rows (the leading dimensions may differ).
 bool same_rows(const Tensor& a, const Tensor& b) {
     return a.ndim >= 1 && b.ndim >= 1 && rows(a) == rows(b);
@@ -179,8 +186,9 @@ void matmul_backward_input(const Tensor& d_x, const Tensor& d_out, const Tensor&
     OLMO_DISPATCH(dev, matmul_backward_input, d_x, d_out, w, accumulate);
 }
 
-void matmul_segments(std::span<const Tensor> outs, const Tensor& x, const Tensor& w) {
-    const char* op = "matmul_segments";
+namespace {
+Device check_matmul_segments(const char* op, std::span<const Tensor> outs, const Tensor& x,
+                             const Tensor& w) {
     OLMO_CHECK(!outs.empty() && outs.size() <= 8, "[", op, "] 1 to 8 outputs, got ", outs.size());
     const Device dev = one_device(op, outs[0], {&x, &w});
     check_float(op, "x", x);
@@ -197,12 +205,11 @@ void matmul_segments(std::span<const Tensor> outs, const Tensor& x, const Tensor
     }
     OLMO_CHECK(rows == w.shape[0], "[", op, "] the outputs have ", rows, " columns in all, w has ",
                w.shape[0], " rows");
-    OLMO_DISPATCH(dev, matmul_segments, outs, x, w);
+    return dev;
 }
 
-void matmul_swiglu(const Tensor& act, const Tensor& gate, const Tensor& up, const Tensor& x,
-                   const Tensor& w_gate, const Tensor& w_up) {
-    const char* op = "matmul_swiglu";
+Device check_matmul_swiglu(const char* op, const Tensor& act, const Tensor& gate, const Tensor& up,
+                           const Tensor& x, const Tensor& w_gate, const Tensor& w_up) {
     const Device dev = one_device(op, act, {&act, &gate, &up, &x, &w_gate, &w_up});
     check_float(op, "x", x);
     check_dtype(op, "w_gate", w_gate, x.dtype);
@@ -214,7 +221,90 @@ void matmul_swiglu(const Tensor& act, const Tensor& gate, const Tensor& up, cons
     check_like(op, "act", act, "gate", gate);
     OLMO_CHECK(same_rows(gate, x) && last_dim(gate) == w_gate.shape[0], "[", op, "] gate ",
                gate.shape_str(), " vs x ", x.shape_str(), " and w_gate ", w_gate.shape_str());
+    return dev;
+}
+
+// Sums of squares of a one-row tensor x (src/ops/sum_squares.h), as an input or an output.
+void check_sumsq(const char* op, const SumSquares& sumsq, const Tensor& x) {
+    OLMO_CHECK(sumsq.partials.empty() ||
+                   (sumsq.partials.dtype == DType::f32 && sumsq.partials.device == x.device),
+               "[", op, "] sumsq.partials must be f32 on ", device_name(x.device));
+    OLMO_CHECK(sumsq.count >= 0 && sumsq.count <= sumsq.partials.numel(), "[", op, "] sumsq.count ",
+               sumsq.count, " outside [0, ", sumsq.partials.numel(), "]");
+    OLMO_CHECK(sumsq.count == 0 || rows(x) == 1, "[", op,
+               "] sums of squares describe one row; got ", x.shape_str());
+    OLMO_CHECK(
+        sumsq.norm_w.empty() || (sumsq.norm_w.numel() == last_dim(x) &&
+                                 sumsq.norm_w.dtype == x.dtype && sumsq.norm_w.device == x.device),
+        "[", op, "] sumsq.norm_w ", sumsq.norm_w.shape_str(), " vs the row ", x.shape_str());
+    OLMO_CHECK(
+        sumsq.scaled.empty() || (sumsq.scaled.numel() == last_dim(x) &&
+                                 sumsq.scaled.dtype == x.dtype && sumsq.scaled.device == x.device),
+        "[", op, "] sumsq.scaled ", sumsq.scaled.shape_str(), " vs the row ", x.shape_str());
+    OLMO_CHECK(sumsq.count == 0 || !sumsq.scaled.empty(), "[", op,
+               "] sumsq.count > 0 without sumsq.scaled");
+}
+
+// The RMSNorm in front of a product: normed like h, norm_w [I].
+void check_input_norm(const char* op, const Tensor& normed, const Tensor& h, const Tensor& norm_w) {
+    one_device(op, normed, {&normed, &h, &norm_w});
+    check_like(op, "normed", normed, "h", h);
+    check_dtype(op, "norm_w", norm_w, h.dtype);
+    check_row_weight(op, "h", h, "norm_w", norm_w);
+}
+}  // namespace
+
+void matmul_segments(std::span<const Tensor> outs, const Tensor& x, const Tensor& w) {
+    const Device dev = check_matmul_segments("matmul_segments", outs, x, w);
+    OLMO_DISPATCH(dev, matmul_segments, outs, x, w);
+}
+
+void matmul_swiglu(const Tensor& act, const Tensor& gate, const Tensor& up, const Tensor& x,
+                   const Tensor& w_gate, const Tensor& w_up) {
+    const Device dev = check_matmul_swiglu("matmul_swiglu", act, gate, up, x, w_gate, w_up);
     OLMO_DISPATCH(dev, matmul_swiglu, act, gate, up, x, w_gate, w_up);
+}
+
+void matmul_sumsq(const Tensor& out, SumSquares& sumsq, const Tensor& x, const Tensor& w,
+                  bool accumulate, const Tensor& norm_w) {
+    const char* op = "matmul_sumsq";
+    const Device dev = one_device(op, out, {&out, &x, &w, &norm_w});
+    check_float(op, "out", out);
+    check_dtype(op, "x", x, out.dtype);
+    check_dtype(op, "w", w, out.dtype);
+    OLMO_CHECK(w.ndim == 2 && same_rows(out, x) && last_dim(x) == w.shape[1] &&
+                   last_dim(out) == w.shape[0],
+               "[", op, "] out ", out.shape_str(), " = x ", x.shape_str(), " · w ", w.shape_str(),
+               "ᵀ: expected out [..., O], x [..., I], w [O, I]");
+    sumsq.count = 0;
+    sumsq.norm_w = Tensor();
+    check_sumsq(op, sumsq, out);
+    if (!norm_w.empty()) {
+        check_row_weight(op, "out", out, "norm_w", norm_w);
+        check_dtype(op, "norm_w", norm_w, out.dtype);
+    }
+    OLMO_DISPATCH(dev, matmul_sumsq, out, sumsq, x, w, accumulate, norm_w);
+}
+
+void rmsnorm_matmul_segments(std::span<const Tensor> outs, const Tensor& normed, const Tensor& h,
+                             const Tensor& norm_w, float eps, const SumSquares& sumsq,
+                             const Tensor& w) {
+    const char* op = "rmsnorm_matmul_segments";
+    const Device dev = check_matmul_segments(op, outs, normed, w);
+    check_input_norm(op, normed, h, norm_w);
+    check_sumsq(op, sumsq, h);
+    OLMO_DISPATCH(dev, rmsnorm_matmul_segments, outs, normed, h, norm_w, eps, sumsq, w);
+}
+
+void rmsnorm_matmul_swiglu(const Tensor& act, const Tensor& gate, const Tensor& up,
+                           const Tensor& normed, const Tensor& h, const Tensor& norm_w, float eps,
+                           const SumSquares& sumsq, const Tensor& w_gate, const Tensor& w_up) {
+    const char* op = "rmsnorm_matmul_swiglu";
+    const Device dev = check_matmul_swiglu(op, act, gate, up, normed, w_gate, w_up);
+    check_input_norm(op, normed, h, norm_w);
+    check_sumsq(op, sumsq, h);
+    OLMO_DISPATCH(dev, rmsnorm_matmul_swiglu, act, gate, up, normed, h, norm_w, eps, sumsq, w_gate,
+                  w_up);
 }
 
 void matmul_backward_weight(const Tensor& d_w, const Tensor& d_out, const Tensor& x) {
@@ -303,15 +393,6 @@ void embedding_backward(const Tensor& d_table, const Tensor& d_out, const Tensor
 }
 
 // ---- norms -------------------------------------------------------------------------------------
-
-namespace {
-// x[..., C] with a per-channel weight w[C].
-void check_row_weight(const char* op, const char* nx, const Tensor& x, const char* nw,
-                      const Tensor& w) {
-    OLMO_CHECK(x.ndim >= 1 && w.ndim == 1 && w.shape[0] == last_dim(x), "[", op, "] ", nx, " ",
-               x.shape_str(), " vs ", nw, " ", w.shape_str());
-}
-}  // namespace
 
 void rmsnorm(const Tensor& out, const Tensor& x, const Tensor& w, float eps) {
     const char* op = "rmsnorm";

@@ -20,6 +20,7 @@
 #include <span>
 
 #include "core/tensor.h"
+#include "ops/sum_squares.h"
 
 namespace olmo::ops {
 
@@ -48,6 +49,24 @@ void matmul_backward_input(const Tensor& d_x, const Tensor& d_out, const Tensor&
 // decode-sized batches the CUDA backend computes act in the products' kernel.
 void matmul_swiglu(const Tensor& act, const Tensor& gate, const Tensor& up, const Tensor& x,
                    const Tensor& w_gate, const Tensor& w_up);
+// Decoding with the RMSNorm carried by the products around it (src/ops/sum_squares.h):
+// matmul_sumsq is matmul, and where the backend can (CUDA, a decode-sized bf16 product of one row)
+// also leaves for the RMSNorm of weight norm_w [O] that reads out next the sums of squares of out
+// after the product and out ⊙ norm_w (sumsq.count > 0, sumsq.norm_w = norm_w); else (or with an
+// empty norm_w) it sets sumsq.count = 0. The rmsnorm_ variants
+// compute their product of rmsnorm(h, norm_w, eps) instead of x, equal to rmsnorm into `normed`
+// [N, I] followed by the product; normed is scratch, which the op may leave unwritten. Given what
+// the op that wrote h left for this norm (sumsq.count > 0, sumsq.norm_w is norm_w), the CUDA
+// backend multiplies h ⊙ norm_w and scales the dot products by the norm's r: the norm's output is
+// then rounded at another point (docs/NUMERICS.md).
+void matmul_sumsq(const Tensor& out, SumSquares& sumsq, const Tensor& x, const Tensor& w,
+                  bool accumulate, const Tensor& norm_w);
+void rmsnorm_matmul_segments(std::span<const Tensor> outs, const Tensor& normed, const Tensor& h,
+                             const Tensor& norm_w, float eps, const SumSquares& sumsq,
+                             const Tensor& w);
+void rmsnorm_matmul_swiglu(const Tensor& act, const Tensor& gate, const Tensor& up,
+                           const Tensor& normed, const Tensor& h, const Tensor& norm_w, float eps,
+                           const SumSquares& sumsq, const Tensor& w_gate, const Tensor& w_up);
 // d_w[O, I] += d_out[N, O]ᵀ · x[N, I]   (accumulates)
 void matmul_backward_weight(const Tensor& d_w, const Tensor& d_out, const Tensor& x);
 

@@ -335,6 +335,157 @@ TEST(CudaFused, MatmulSwigluMatchesCpu) {
             }
 }
 
+// ---- the RMSNorm carried across products (matmul_sumsq, rmsnorm_matmul_*) --------------------
+
+struct CarriedNormCase {
+    int64_t C, K;               // residual width; the producer's input width
+    std::vector<int64_t> segs;  // the consumer's segment widths
+    int64_t F;                  // the consumer MLP's width
+};
+// On the H200 (132 SMs) the consumers take every rows-per-warp variant of the one-token products,
+// with and without the register cap, and blocks whose last warps have no row (1,031 rows in blocks
+// of 4); the producer of 40,008 rows leaves more partial sums than a consumer adds up.
+const CarriedNormCase kCarriedNormCases[] = {{3840, 512, {1001, 23, 7}, 1200},
+                                             {128, 64, {17000}, 9000},
+                                             {64, 96, {9000, 100}, 17000},
+                                             {24, 40, {40000}, 40},
+                                             {40008, 16, {50}, 24}};
+
+// Σ t (power 1) or Σ t² (power 2) in f64.
+double sum_of_powers(const Tensor& t, int power) {
+    const OwnedTensor h = to_host_f32(t);
+    double s = 0.0;
+    for (int64_t i = 0; i < h->numel(); ++i) {
+        const double v = static_cast<const float*>(h->data)[i];
+        s += power == 2 ? v * v : v;
+    }
+    return s;
+}
+
+// Every element still holds the poison of out_like (never written).
+bool all_poisoned(const Tensor& t) {
+    const OwnedTensor h = to_host_f32(t);
+    for (int64_t i = 0; i < h->numel(); ++i)
+        if (!std::isnan(static_cast<const float*>(h->data)[i])) return false;
+    return true;
+}
+
+// A residual h = h0 + x · w_pᵀ written by matmul_sumsq, which leaves the sums of squares of h and
+// h ⊙ norm_w for the RMSNorm after it, then the two products of that norm. The fused path (bf16,
+// one row) must leave `normed` untouched (the norm is never computed apart) and agree with the CPU
+// on the device's h: it rounds h ⊙ norm_w where rmsnorm rounds norm_w ⊙ (h · r), one bf16 rounding
+// of the normalised input either way (docs/NUMERICS.md), within the products' bf16 tolerance.
+TEST(CudaFused, NormCarriedAcrossProductsMatchesCpu) {
+    OLMO_REQUIRE_CUDA();
+    const float eps = 1e-6f;
+    for (DType dt : kStorage)
+        for (const CarriedNormCase& c : kCarriedNormCases) {
+            SCOPED_TRACE(cat(dtype_name(dt), " C ", c.C, " K ", c.K, " F ", c.F));
+            const bool fused = dt == DType::bf16;  // the producer leaves sums
+            In x = make_in(randn({1, c.K}, 81, 1.0f), dt),
+               wp = make_in(randn({c.C, c.K}, 82, 0.1f), dt);
+            In h0 = make_in(randn({1, c.C}, 83, 1.0f), dt);
+            In nw = make_in(randu({c.C}, 84, 0.5f, 1.5f), dt);
+            // The producer: h += x · w_pᵀ, with what it leaves for the norm.
+            OwnedTensor h_ref = host_like(h0.host);
+            std::memcpy(h_ref->data, h0.host->data, size_t(c.C) * sizeof(float));
+            ops::matmul(h_ref, x.host, wp.host, true);
+            Guarded h = preset(dt, h0.host);
+            OwnedTensor partials(DType::f32, {c.C}, Device::cuda);
+            Guarded scaled = out_like(dt, h0.host);
+            SumSquares sumsq;
+            sumsq.partials = partials;
+            sumsq.scaled = scaled;
+            ops::matmul_sumsq(h, sumsq, x.dev, wp.dev, true, nw.dev);
+            EXPECT_TRUE(matches(h, h_ref, "matmul", dt));
+            EXPECT_TRUE(h.guards_intact());
+            ASSERT_EQ(sumsq.count > 0, fused);
+            if (fused) {
+                // f32 partial sums of the stored values: f32 rounding only.
+                const double want = sum_of_powers(h, 2);
+                EXPECT_NEAR(sum_of_powers(partials->narrow0(0, sumsq.count), 1), want, 1e-5 * want);
+                // h ⊙ norm_w: one product of the stored values, rounded once.
+                OwnedTensor hw = to_host_f32(h);
+                for (int64_t i = 0; i < c.C; ++i)
+                    static_cast<float*>(hw->data)[i] *= static_cast<const float*>(nw.host->data)[i];
+                EXPECT_TRUE(close(scaled, rounded(hw, dt), 0.0));
+                EXPECT_TRUE(scaled.guards_intact());
+                EXPECT_EQ(sumsq.norm_w.data, nw.dev->data);
+            }
+            // The consumers, against the CPU on the h the device stored. They add up to 1,024
+            // partial sums (more: the unfused ops).
+            const bool fused_in = fused && sumsq.count <= 1024;
+            const OwnedTensor h_dev = to_host_f32(h);
+            OwnedTensor normed_ref = host_like(h_dev);
+            ops::rmsnorm(normed_ref, h_dev, nw.host, eps);
+            int64_t rows = 0;
+            for (int64_t n : c.segs) rows += n;
+            In w = make_in(randn({rows, c.C}, 85, 0.05f), dt);
+            std::vector<OwnedTensor> outs_ref;
+            std::vector<Guarded> outs;
+            for (int64_t n : c.segs) {
+                outs_ref.emplace_back(DType::f32, std::initializer_list<int64_t>{1, n});
+                outs.emplace_back(dt, std::initializer_list<int64_t>{1, n});
+                outs.back().poison();
+            }
+            std::vector<Tensor> ref_views(outs_ref.begin(), outs_ref.end()), dev_views;
+            for (const Guarded& g : outs) dev_views.push_back(g.view());
+            ops::matmul_segments(ref_views, normed_ref, w.host);
+            Guarded normed = out_like(dt, h_dev);
+            ops::rmsnorm_matmul_segments(dev_views, normed, h, nw.dev, eps, sumsq, w.dev);
+            for (size_t s = 0; s < outs.size(); ++s) {
+                EXPECT_TRUE(matches(outs[s], outs_ref[s], "matmul", dt)) << "segment " << s;
+                EXPECT_TRUE(outs[s].guards_intact());
+            }
+            EXPECT_EQ(all_poisoned(normed), fused_in)
+                << "the fused path leaves normed unwritten, the unfused one writes it";
+            In wg = make_in(randn({c.F, c.C}, 86, 0.05f), dt),
+               wu = make_in(randn({c.F, c.C}, 87, 0.05f), dt);
+            OwnedTensor gate_ref(DType::f32, {1, c.F}), up_ref(DType::f32, {1, c.F}),
+                act_ref(DType::f32, {1, c.F});
+            ops::matmul_swiglu(act_ref, gate_ref, up_ref, normed_ref, wg.host, wu.host);
+            Guarded gate = out_like(dt, gate_ref), up = out_like(dt, up_ref),
+                    act = out_like(dt, act_ref);
+            Guarded normed2 = out_like(dt, h_dev);
+            ops::rmsnorm_matmul_swiglu(act, gate, up, normed2, h, nw.dev, eps, sumsq, wg.dev,
+                                       wu.dev);
+            EXPECT_TRUE(matches(gate, gate_ref, "matmul", dt));
+            EXPECT_TRUE(matches(up, up_ref, "matmul", dt));
+            EXPECT_TRUE(matches(act, act_ref, "matmul", dt));
+            for (const Guarded* g : {&gate, &up, &act}) EXPECT_TRUE(g->guards_intact());
+            EXPECT_EQ(all_poisoned(normed2), fused_in);
+        }
+}
+
+// Where the backend leaves nothing (several rows, no norm weight, no room for the sums), count is
+// 0 and the product is a plain matmul.
+TEST(CudaFused, MatmulSumsqWithoutSums) {
+    OLMO_REQUIRE_CUDA();
+    In w = make_in(randn({96, 64}, 92, 0.1f), DType::bf16);
+    In nw = make_in(randu({96}, 94, 0.5f, 1.5f), DType::bf16);
+    OwnedTensor partials(DType::f32, {96}, Device::cuda), small(DType::f32, {3}, Device::cuda);
+    OwnedTensor scaled(DType::bf16, {96}, Device::cuda);
+    struct Case {
+        int64_t N;
+        bool with_norm;
+        const OwnedTensor* room;
+    };
+    for (const Case& k :
+         {Case{2, true, &partials}, Case{1, false, &partials}, Case{1, true, &small}}) {
+        SCOPED_TRACE(cat("N ", k.N, k.with_norm ? "" : " no norm weight"));
+        In x = make_in(randn({k.N, 64}, 91, 1.0f), DType::bf16);
+        OwnedTensor ref(DType::f32, {k.N, 96});
+        ops::matmul(ref, x.host, w.host);
+        Guarded out = out_like(DType::bf16, ref);
+        SumSquares sumsq;
+        sumsq.partials = *k.room;
+        sumsq.scaled = scaled;
+        ops::matmul_sumsq(out, sumsq, x.dev, w.dev, false, k.with_norm ? nw.dev : OwnedTensor());
+        EXPECT_EQ(sumsq.count, 0);
+        EXPECT_TRUE(matches(out, ref, "matmul", DType::bf16));
+    }
+}
+
 // ---- CUDA graph capture of the fused decode ops
 // ---------------------------------------------------
 

@@ -84,6 +84,79 @@ TEST(Fused, MatmulSwigluChecksItsArguments) {
     EXPECT_THROW(ops::matmul_swiglu(act64, gate, up, x, wg, wu), Error);
 }
 
+// ---- the RMSNorm carried across products (matmul_sumsq, rmsnorm_matmul_*) --------------------
+
+// The reference leaves nothing (count 0) and computes the norms in full: each op equals its
+// composition, the normalised input left in `normed`.
+TEST(Fused, CarriedNormOpsEqualTheirCompositions) {
+    for (DType dt : kDtypes) {
+        SCOPED_TRACE(dtype_name(dt));
+        const int64_t K = 12, C = 16, F = 5;
+        OwnedTensor x = rnd({1, K}, 1, dt), wp = rnd({C, K}, 2, dt, 0.2);
+        OwnedTensor h0 = rnd({1, C}, 3, dt), nw = rnd_uniform({C}, 4, dt, 0.5, 1.5);
+        OwnedTensor h_ref = clone(h0), h = clone(h0);
+        ops::matmul(h_ref, x, wp, true);
+        OwnedTensor partials(DType::f32, {C}), scaled(dt, {C});
+        SumSquares sumsq;
+        sumsq.partials = partials;
+        sumsq.scaled = scaled;
+        sumsq.count = 3;
+        ops::matmul_sumsq(h, sumsq, x, wp, true, nw);
+        EXPECT_TRUE(identical(h, h_ref));
+        EXPECT_EQ(sumsq.count, 0);
+        OwnedTensor normed_ref(dt, {1, C});
+        ops::rmsnorm(normed_ref, h, nw, 1e-6f);
+        OwnedTensor w = rnd({7 + 2, C}, 5, dt, 0.2);
+        OwnedTensor a_ref(dt, {1, 7}), b_ref(dt, {1, 2}), a(dt, {1, 7}), b(dt, {1, 2});
+        const Tensor refs[] = {a_ref, b_ref}, outs[] = {a, b};
+        ops::matmul_segments(refs, normed_ref, w);
+        OwnedTensor normed(dt, {1, C});
+        ops::rmsnorm_matmul_segments(outs, normed, h, nw, 1e-6f, sumsq, w);
+        EXPECT_TRUE(identical(a, a_ref));
+        EXPECT_TRUE(identical(b, b_ref));
+        EXPECT_TRUE(identical(normed, normed_ref));
+        OwnedTensor wg = rnd({F, C}, 6, dt, 0.2), wu = rnd({F, C}, 7, dt, 0.2);
+        OwnedTensor g_ref(dt, {1, F}), u_ref(dt, {1, F}), act_ref(dt, {1, F});
+        ops::matmul_swiglu(act_ref, g_ref, u_ref, normed_ref, wg, wu);
+        OwnedTensor g(dt, {1, F}), u(dt, {1, F}), act(dt, {1, F});
+        ops::rmsnorm_matmul_swiglu(act, g, u, normed, h, nw, 1e-6f, sumsq, wg, wu);
+        EXPECT_TRUE(identical(act, act_ref));
+        EXPECT_TRUE(identical(g, g_ref));
+        EXPECT_TRUE(identical(u, u_ref));
+    }
+}
+
+TEST(Fused, CarriedNormOpsCheckTheirArguments) {
+    const int64_t C = 8;
+    OwnedTensor x = rnd({1, 4}, 1, DType::f32), wp = rnd({C, 4}, 2, DType::f32);
+    OwnedTensor h(DType::f32, {1, C}), nw = rnd({C}, 3, DType::f32), nw7(DType::f32, {7});
+    OwnedTensor partials(DType::f32, {C}), scaled(DType::f32, {C});
+    OwnedTensor partials64(DType::f64, {C}), scaled7(DType::f32, {C - 1});
+    SumSquares sumsq;
+    sumsq.partials = partials;
+    sumsq.scaled = scaled;
+    EXPECT_THROW(ops::matmul_sumsq(h, sumsq, x, wp, false, nw7), Error);  // norm_w ≠ [C]
+    SumSquares f64_partials = sumsq;
+    f64_partials.partials = partials64;
+    EXPECT_THROW(ops::matmul_sumsq(h, f64_partials, x, wp, false, nw), Error);
+    SumSquares short_scaled = sumsq;
+    short_scaled.scaled = scaled7;
+    EXPECT_THROW(ops::matmul_sumsq(h, short_scaled, x, wp, false, nw), Error);
+    // A consumer given more sums than the partials hold, or sums for several rows.
+    OwnedTensor w = rnd({3, C}, 4, DType::f32), out(DType::f32, {1, 3}), normed(DType::f32, {1, C});
+    const Tensor outs[] = {out};
+    SumSquares too_many = sumsq;
+    too_many.count = C + 1;
+    EXPECT_THROW(ops::rmsnorm_matmul_segments(outs, normed, h, nw, 1e-6f, too_many, w), Error);
+    OwnedTensor h2(DType::f32, {2, C}), normed2(DType::f32, {2, C}), out2(DType::f32, {2, 3});
+    const Tensor outs2[] = {out2};
+    SumSquares one = sumsq;
+    one.count = 1;
+    EXPECT_THROW(ops::rmsnorm_matmul_segments(outs2, normed2, h2, nw, 1e-6f, one, w), Error);
+    OwnedTensor g(DType::f32, {1, 3}), u(DType::f32, {1, 3}), act(DType::f32, {1, 3});
+    EXPECT_THROW(ops::rmsnorm_matmul_swiglu(act, g, u, normed, h, nw7, 1e-6f, sumsq, w, w), Error);
+}
+
 // ---- attention_prologue ------------------------------------------------------------------------
 
 struct PrologueCase {

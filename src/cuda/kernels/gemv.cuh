@@ -12,15 +12,29 @@
 // With SWIGLU, the products are an MLP's gate and up projections and the epilogue also applies the
 // activation: each warp owns ROWS/2 rows of w_gate and the same rows of w_up, and writes gate, up
 // and act = silu(gate) ⊙ up for them, rounding as the unfused ops do (no SwiGLU kernel after).
+//
+// One token may also carry an RMSNorm across the product boundary instead of running it as a kernel
+// of its own (GemvFuse): a product that writes the residual stream h also stores h ⊙ w_norm (the
+// weight of the RMSNorm that reads h next) and the sums of squares of h, one per block
+// (sumsq_out); the next product multiplies h ⊙ w_norm and scales its dot products by the norm's
+// r = 1 / sqrt(mean(h²) + eps) (norm_in), which every block adds up from those partial sums in the
+// same order while its first weight loads are in flight. Its loop is the plain product's: measured
+// on the H200, normalising the input inside the loop took 70% more instructions (+6 to 8 us per
+// product), and staging the normalised row per block cost more still.
 #pragma once
 
 #include "vec.cuh"
 
 namespace olmo::kernels {
 
+enum class GemvFuse { none, norm_in, sumsq_out };
+
 constexpr int kGemvWarps = 4;
 constexpr int kGemvMaxSegments = 8;
 constexpr int kGemvBatch = 4;  // weight vectors per lane per pipeline stage (ROWS · U)
+// GemvFuse::norm_in: the most partial sums a block adds up, kGemvSumsqPerThread per thread.
+constexpr int kGemvSumsqPerThread = 8;
+constexpr int kGemvMaxSumsq = 32 * kGemvWarps * kGemvSumsqPerThread;
 
 struct GemvSegments {
     int count = 0;
@@ -37,6 +51,16 @@ struct GemvArgs {
     int N;
     int64_t I, O;
     bool accumulate;
+    // GemvFuse::norm_in: x = h ⊙ w_norm; every output is scaled by
+    // r = 1 / sqrt(Σ sumsq_in[0, sumsq_count) / I + norm_eps).
+    const float* sumsq_in;
+    int sumsq_count;
+    float norm_eps;
+    // GemvFuse::sumsq_out: sumsq_out[block] = Σ out² over the block's rows, of the stored values,
+    // and scaled[o] = out[o] · norm_w[o] rounded to TO.
+    float* sumsq_out;
+    const void* norm_w;
+    void* scaled;
 };
 
 __device__ __forceinline__ void fma8(float& acc, const uint4& w, const uint4& x) {
@@ -60,6 +84,34 @@ __device__ __forceinline__ uint4 load_stream(const uint4* p) {
     return v;
 }
 
+// The RMSNorm scale r of GemvFuse::norm_in from the producer's partial sums (at most
+// kGemvMaxSumsq), added in the same order in every block (so every block gets the same r). Each
+// thread adds its share at the start (its loads issued together, while the first weights are on
+// their way); the block adds the shares up after the products (every thread calls it).
+__device__ __forceinline__ float gemv_sumsq_share(const GemvArgs& a) {
+    float v[kGemvSumsqPerThread];
+#pragma unroll
+    for (int k = 0; k < kGemvSumsqPerThread; ++k) {
+        const int i = int(threadIdx.x) + k * 32 * kGemvWarps;
+        v[k] = i < a.sumsq_count ? a.sumsq_in[i] : 0.0f;
+    }
+    float s = 0.0f;
+#pragma unroll
+    for (int k = 0; k < kGemvSumsqPerThread; ++k) s += v[k];
+    return s;
+}
+
+__device__ __forceinline__ float gemv_norm_scale(const GemvArgs& a, float share) {
+    __shared__ float part[kGemvWarps];
+    share = warp_sum(share);
+    if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = share;
+    __syncthreads();
+    float total = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kGemvWarps; ++w) total += part[w];
+    return 1.0f / sqrtf(total / float(a.I) + a.norm_eps);  // as rmsnorm_kernel
+}
+
 // Finishes the dot products of a warp: every lane gets the sums of its lanes' partial products.
 template <int NT, int ROWS>
 __device__ __forceinline__ void gemv_warp_sums(float (&acc)[ROWS][NT]) {
@@ -69,13 +121,19 @@ __device__ __forceinline__ void gemv_warp_sums(float (&acc)[ROWS][NT]) {
         for (int t = 0; t < NT; ++t) acc[r][t] = warp_sum(acc[r][t]);
 }
 
-// Finishes the dot products of a warp and writes them, lane 0 for the warp.
-template <int NT, int ROWS, class TO>
-__device__ __forceinline__ void gemv_store(const GemvSegments& seg, float (&acc)[ROWS][NT],
-                                           int64_t row0, int lane, int N, int64_t O,
-                                           bool accumulate) {
+// Finishes the dot products of a warp, scales them by `scale` and writes them, lane 0 for the warp.
+// With SUMSQ (one token, one row per warp, one segment): also writes scaled[o] = out[o] · norm_w[o]
+// (norm_w_row, lane 0's) and returns the square of the value stored (0 on other lanes).
+template <int NT, int ROWS, class TO, bool SUMSQ = false>
+__device__ __forceinline__ float gemv_store(const GemvArgs& a, float (&acc)[ROWS][NT], int64_t row0,
+                                            int lane, float scale, float norm_w_row = 0.0f) {
+    static_assert(!SUMSQ || (ROWS == 1 && NT == 1), "sums of squares: one row per warp");
+    const GemvSegments& seg = a.seg;
+    const int N = a.N;
+    const int64_t O = a.O;
     gemv_warp_sums(acc);
-    if (lane != 0) return;
+    float squares = 0.0f;
+    if (lane != 0) return squares;
 #pragma unroll
     for (int r = 0; r < ROWS; ++r) {
         const int64_t o = row0 + r;
@@ -87,17 +145,24 @@ __device__ __forceinline__ void gemv_store(const GemvSegments& seg, float (&acc)
 #pragma unroll
         for (int t = 0; t < NT; ++t) {
             if (t >= N) break;
-            float v = acc[r][t];
-            if (accumulate) v += to_f32(out[t * cols + col]);
-            out[t * cols + col] = from_f32<TO>(v);
+            float v = acc[r][t] * scale;
+            if (a.accumulate) v += to_f32(out[t * cols + col]);
+            const TO stored = from_f32<TO>(v);
+            out[t * cols + col] = stored;
+            if constexpr (SUMSQ) {
+                const float h = to_f32(stored);
+                squares += h * h;
+                static_cast<TO*>(a.scaled)[o] = from_f32<TO>(h * norm_w_row);
+            }
         }
     }
+    return squares;
 }
 
 // The SWIGLU epilogue: rows row0 .. row0 + H − 1 of gate (acc[0 .. H)) and of up (acc[H .. 2H)).
 template <int NT, int ROWS, class TO>
 __device__ __forceinline__ void gemv_swiglu_store(const GemvArgs& a, float (&acc)[ROWS][NT],
-                                                  int64_t row0, int lane) {
+                                                  int64_t row0, int lane, float scale) {
     constexpr int H = ROWS / 2;
     gemv_warp_sums(acc);
     if (lane != 0) return;
@@ -110,7 +175,7 @@ __device__ __forceinline__ void gemv_swiglu_store(const GemvArgs& a, float (&acc
 #pragma unroll
         for (int t = 0; t < NT; ++t) {
             if (t >= a.N) break;
-            const TO g = from_f32<TO>(acc[r][t]), u = from_f32<TO>(acc[H + r][t]);
+            const TO g = from_f32<TO>(acc[r][t] * scale), u = from_f32<TO>(acc[H + r][t] * scale);
             const int64_t at = t * a.O + o;
             gate[at] = g;
             up[at] = u;
@@ -122,15 +187,20 @@ __device__ __forceinline__ void gemv_swiglu_store(const GemvArgs& a, float (&acc
 // grid ⌈O / (kGemvWarps · ROWS)⌉ blocks of 32 · kGemvWarps threads (SWIGLU: ROWS/2 rows of each
 // of the two weights per warp). MIN_BLOCKS > 0 asks the compiler for that many resident blocks per
 // SM (a register cap: 9 blocks of 4 warps leave 56 registers a thread); 0 leaves it free.
-template <int NT, int ROWS, class TO, bool SWIGLU, int MIN_BLOCKS = 0>
+template <int NT, int ROWS, class TO, bool SWIGLU, int MIN_BLOCKS = 0,
+          GemvFuse FUSE = GemvFuse::none>
 __global__ void __launch_bounds__(32 * kGemvWarps, MIN_BLOCKS) gemv_kernel(GemvArgs a) {
     static_assert(!SWIGLU || ROWS % 2 == 0, "SWIGLU pairs gate and up rows");
+    static_assert(FUSE == GemvFuse::none || NT == 1, "the carried norm is for one token");
+    static_assert(FUSE != GemvFuse::sumsq_out || !SWIGLU, "sums of squares of plain products");
     constexpr int U = kGemvBatch / ROWS;
     constexpr int kOwnRows = SWIGLU ? ROWS / 2 : ROWS;  // rows of the output per warp
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int64_t O = a.O, nvec = a.I / 8;
     const int64_t row0 = (int64_t(blockIdx.x) * kGemvWarps + warp) * kOwnRows;
-    if (row0 >= O) return;
+    // The carried norm's block-wide steps need every warp; a warp past the last row then streams
+    // the last row again (clamped below) and stores nothing.
+    if (FUSE == GemvFuse::none && row0 >= O) return;
     const uint4* wrow[ROWS];
 #pragma unroll
     for (int r = 0; r < ROWS; ++r) {
@@ -176,6 +246,10 @@ __global__ void __launch_bounds__(32 * kGemvWarps, MIN_BLOCKS) gemv_kernel(GemvA
         load_full(cur, 0);
     else if (partial)
         load_partial(cur, 0);
+    [[maybe_unused]] float sumsq_share = 0.0f, norm_w_row = 0.0f;
+    if constexpr (FUSE == GemvFuse::norm_in) sumsq_share = gemv_sumsq_share(a);
+    if constexpr (FUSE == GemvFuse::sumsq_out)  // one row per warp: its norm weight, early
+        if (lane == 0) norm_w_row = to_f32(static_cast<const TO*>(a.norm_w)[row0 < O ? row0 : 0]);
     for (int64_t it = 0; it < full; ++it) {
         const int64_t c = it * kStep;
         if (it + 1 < full)
@@ -227,10 +301,24 @@ __global__ void __launch_bounds__(32 * kGemvWarps, MIN_BLOCKS) gemv_kernel(GemvA
             }
         }
     }
-    if constexpr (SWIGLU)
-        gemv_swiglu_store<NT, ROWS, TO>(a, acc, row0, lane);
-    else
-        gemv_store<NT, ROWS, TO>(a.seg, acc, row0, lane, N, O, a.accumulate);
+    float scale = 1.0f;
+    if constexpr (FUSE == GemvFuse::norm_in) scale = gemv_norm_scale(a, sumsq_share);
+    if constexpr (SWIGLU) {
+        gemv_swiglu_store<NT, ROWS, TO>(a, acc, row0, lane, scale);
+    } else if constexpr (FUSE == GemvFuse::sumsq_out) {
+        const float squares = gemv_store<NT, ROWS, TO, true>(a, acc, row0, lane, scale, norm_w_row);
+        __shared__ float part[kGemvWarps];  // the block's sum, its warps in order
+        if (lane == 0) part[warp] = squares;
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            float s = 0.0f;
+#pragma unroll
+            for (int w = 0; w < kGemvWarps; ++w) s += part[w];
+            a.sumsq_out[blockIdx.x] = s;
+        }
+    } else {
+        gemv_store<NT, ROWS, TO>(a, acc, row0, lane, scale);
+    }
 }
 
 }  // namespace olmo::kernels
