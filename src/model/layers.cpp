@@ -130,27 +130,51 @@ GdnActs plan_gdn_acts(Arena& arena, const ModelConfig& c, int64_t B, int64_t T, 
     return a;
 }
 
-// outs[s] = x · w[s]ᵀ for several weights (x [N, I], outs [N, O_s]): one pass over them when the
-// weights table placed them next to each other in memory (q|k|v|a|b|g of a GDN layer, q|k|v of
-// attention, gate|up of the MLP), else one product each.
-static void project(const Tensor& x,
-                    std::initializer_list<std::pair<Tensor, Tensor>> outs_and_weights) {
-    std::vector<Tensor> outs;
+using OutsAndWeights = std::initializer_list<std::pair<Tensor, Tensor>>;
+
+// The weights of several products as one matrix when the weights table placed them next to each
+// other in memory (q|k|v|a|b|g of a GDN layer, q|k|v of attention), else an empty tensor.
+static Tensor adjacent_weights(OutsAndWeights outs_and_weights) {
     int64_t rows = 0;
-    bool adjacent = true;
     const char* next = nullptr;
     for (const auto& [out, w] : outs_and_weights) {
-        if (next && static_cast<const char*>(w.data) != next) adjacent = false;
+        if (next && static_cast<const char*>(w.data) != next) return Tensor();
         next = static_cast<const char*>(w.data) + w.nbytes();
-        outs.push_back(out);
         rows += w.size(0);
     }
-    if (adjacent) {
-        const Tensor& w0 = outs_and_weights.begin()->second;
-        ops::matmul_segments(outs, x, Tensor(w0.data, w0.dtype, w0.device, {rows, w0.size(1)}));
+    const Tensor& w0 = outs_and_weights.begin()->second;
+    return Tensor(w0.data, w0.dtype, w0.device, {rows, w0.size(1)});
+}
+
+static std::vector<Tensor> outputs_of(OutsAndWeights outs_and_weights) {
+    std::vector<Tensor> outs;
+    for (const auto& ow : outs_and_weights) outs.push_back(ow.first);
+    return outs;
+}
+
+// outs[s] = x · w[s]ᵀ for several weights (x [N, I], outs [N, O_s]): one pass over them when they
+// are adjacent, else one product each.
+static void project(const Tensor& x, OutsAndWeights outs_and_weights) {
+    const Tensor w = adjacent_weights(outs_and_weights);
+    if (!w.empty()) {
+        ops::matmul_segments(outputs_of(outs_and_weights), x, w);
         return;
     }
-    for (const auto& [out, w] : outs_and_weights) ops::matmul(out, x, w);
+    for (const auto& [out, wi] : outs_and_weights) ops::matmul(out, x, wi);
+}
+
+// The products of project() with x = RMSNorm(h) (into `normed`), the norm inside the products when
+// h's producer left its sums of squares.
+static void project_normed(const Tensor& normed, const Tensor& h, const Tensor& norm_w, float eps,
+                           const SumSquares& h_sumsq, OutsAndWeights outs_and_weights) {
+    const Tensor w = adjacent_weights(outs_and_weights);
+    if (h_sumsq.count > 0 && !w.empty()) {
+        ops::rmsnorm_matmul_segments(outputs_of(outs_and_weights), normed, h, norm_w, eps, h_sumsq,
+                                     w);
+        return;
+    }
+    ops::rmsnorm(normed, h, norm_w, eps);
+    project(normed, outs_and_weights);
 }
 
 // SwiGLU MLP (spec §2.5): out[N, C] (+)= down(silu(gate(x)) ⊙ up(x)).
@@ -174,7 +198,7 @@ static void add_post_norm(const Tensor& h, const Tensor& r, const Tensor& x, con
 
 void attention_layer_forward(const Tensor& h_out, const Tensor& h_in, const AttnActs& a,
                              int64_t layer, const Model& model, InferenceState* state,
-                             int64_t slot0, const BatchInfo& bt) {
+                             int64_t slot0, const BatchInfo& bt, SumSquares* h_sumsq) {
     const ModelConfig& c = model.config();
     const AttentionWeights& w = model.w().layers[layer].attn;
     const int64_t B = bt.B, T = bt.T, N = bt.N, Hq = c.num_attention_heads,
@@ -221,25 +245,33 @@ void attention_layer_forward(const Tensor& h_out, const Tensor& h_in, const Attn
     mlp_forward(a.m_raw, h_mid, a.mlp, model.w().layers[layer].mlp);
     // h = r + RMSNorm_pf(mlp(r))
     add_post_norm(h_out, h_mid, a.m_raw, a.m, w.post_feedforward_layernorm, eps, keep);
+    if (h_sumsq) h_sumsq->count = 0;
     (void)T;
 }
 
 void gdn_layer_forward(const Tensor& h_out, const Tensor& h_in, const GdnActs& a, int64_t layer,
                        const Model& model, InferenceState* state, int64_t slot0,
-                       const BatchInfo& bt, Arena& arena) {
+                       const BatchInfo& bt, Arena& arena, SumSquares* h_sumsq,
+                       const Tensor& out_norm_w) {
     const ModelConfig& c = model.config();
     const GdnWeights& w = model.w().layers[layer].gdn;
     const int64_t B = bt.B, T = bt.T, N = bt.N;
     const int64_t Hk = c.linear_num_key_heads, H = c.linear_num_value_heads;
     const int64_t Dk = c.linear_key_head_dim, Dv = c.linear_value_head_dim, Vd = c.value_dim();
-    ops::rmsnorm(a.x, h_in, w.input_layernorm, float(c.rms_norm_eps));  // x = RMSNorm_in(h)
-    // q̃, k̃, ṽ, decay input a, write-strength input b, output gate z                     (2.6.1)
-    project(a.x, {{a.q_pre.reshape({N, -1}), w.q_proj},
-                  {a.k_pre.reshape({N, -1}), w.k_proj},
-                  {a.v_pre.reshape({N, -1}), w.v_proj},
-                  {a.a, w.a_proj},
-                  {a.b, w.b_proj},
-                  {a.z, w.g_proj}});
+    const float eps = float(c.rms_norm_eps);
+    // In place (inference) the products add straight into the residual stream, and may leave its
+    // sums of squares for the norm after them; for training the intermediates are kept.
+    const bool in_place = a.h_mid.empty() && h_out.data == h_in.data;
+    SumSquares no_sums;
+    SumSquares& sumsq = h_sumsq && in_place ? *h_sumsq : no_sums;
+    // x = RMSNorm_in(h); q̃, k̃, ṽ, decay input a, write-strength input b, output gate z      (2.6.1)
+    project_normed(a.x, h_in, w.input_layernorm, eps, sumsq,
+                   {{a.q_pre.reshape({N, -1}), w.q_proj},
+                    {a.k_pre.reshape({N, -1}), w.k_proj},
+                    {a.v_pre.reshape({N, -1}), w.v_proj},
+                    {a.a, w.a_proj},
+                    {a.b, w.b_proj},
+                    {a.z, w.g_proj}});
     Tensor conv_q, conv_k, conv_v, S;
     if (state) {
         InferenceState::Layer& st = state->layers[layer];
@@ -297,23 +329,24 @@ void gdn_layer_forward(const Tensor& h_out, const Tensor& h_in, const GdnActs& a
         ops::rmsnorm_gated(a.y, a.o.reshape({N * H, Dv}), a.z.reshape({N * H, Dv}), w.o_norm,
                            kGdnNormEps);  // RMSNorm(o) ⊙ silu(z) (2.6.8)
     }
-    // h = r + GDN(RMSNorm_in(r)); h = r + MLP(RMSNorm_pa(r)). In place (inference) the products add
-    // straight into the residual stream; for training the intermediates are kept.
-    const bool in_place = a.h_mid.empty() && h_out.data == h_in.data;
+    // h = r + GDN(RMSNorm_in(r)); h = r + MLP(RMSNorm_pa(r)).
     const Tensor h_mid = a.h_mid.empty() ? h_out : a.h_mid;
+    const MlpWeights& mlp = model.w().layers[layer].mlp;
     if (in_place) {
-        ops::matmul(h_mid, a.y.reshape({N, Vd}), w.o_proj, true);  // (2.6.9)
-    } else {
-        ops::matmul(a.out, a.y.reshape({N, Vd}), w.o_proj);
-        ops::add(h_mid, h_in, a.out);
+        ops::matmul_sumsq(h_mid, sumsq, a.y.reshape({N, Vd}), w.o_proj, true,  // (2.6.9)
+                          w.post_attention_layernorm);
+        const MlpActs& m = a.mlp;
+        ops::rmsnorm_matmul_swiglu(m.act, m.gate, m.up, a.x2, h_mid, w.post_attention_layernorm,
+                                   eps, sumsq, mlp.gate_proj, mlp.up_proj);
+        ops::matmul_sumsq(h_out, sumsq, m.act, mlp.down_proj, true, out_norm_w);
+        return;
     }
-    ops::rmsnorm(a.x2, h_mid, w.post_attention_layernorm, float(c.rms_norm_eps));
-    if (in_place) {
-        mlp_forward(h_out, a.x2, a.mlp, model.w().layers[layer].mlp, true);
-    } else {
-        mlp_forward(a.m, a.x2, a.mlp, model.w().layers[layer].mlp);
-        ops::add(h_out, h_mid, a.m);
-    }
+    ops::matmul(a.out, a.y.reshape({N, Vd}), w.o_proj);
+    ops::add(h_mid, h_in, a.out);
+    ops::rmsnorm(a.x2, h_mid, w.post_attention_layernorm, eps);
+    mlp_forward(a.m, a.x2, a.mlp, mlp);
+    ops::add(h_out, h_mid, a.m);
+    if (h_sumsq) h_sumsq->count = 0;
 }
 
 }  // namespace olmo

@@ -10,6 +10,7 @@
 
 #include "core/arena.h"
 #include "model/model.h"
+#include "ops/sum_squares.h"
 
 namespace olmo {
 
@@ -82,13 +83,17 @@ GdnActs plan_gdn_acts(Arena& arena, const ModelConfig& c, int64_t B, int64_t T, 
 
 // h_out[N, C] = layer(h_in); h_out may alias h_in (inference). With a state, attention appends to
 // the KV cache of slots [slot0, slot0 + B) and GDN continues from and updates their conv and
-// recurrent states.
+// recurrent states. h_sumsq (inference, optional): on entry what h_in's producer left for the
+// layer's first norm (ops/sum_squares.h), on return what the layer left of h_out for the RMSNorm
+// of weight out_norm_w that reads it next (count 0: nothing); the GDN layer's pre-norms then run
+// inside the products around them.
 void attention_layer_forward(const Tensor& h_out, const Tensor& h_in, const AttnActs& a,
                              int64_t layer, const Model& model, InferenceState* state,
-                             int64_t slot0, const BatchInfo& bt);
+                             int64_t slot0, const BatchInfo& bt, SumSquares* h_sumsq = nullptr);
 void gdn_layer_forward(const Tensor& h_out, const Tensor& h_in, const GdnActs& a, int64_t layer,
                        const Model& model, InferenceState* state, int64_t slot0,
-                       const BatchInfo& bt, Arena& arena);
+                       const BatchInfo& bt, Arena& arena, SumSquares* h_sumsq = nullptr,
+                       const Tensor& out_norm_w = Tensor());
 
 // Backward of a layer run by the forward above with keep = true and no state: given d_out =
 // dL/dh_out [N, C], writes d_in = dL/dh_in (may alias d_out) and adds parameter gradients into

@@ -141,6 +141,14 @@ void forward(const Model& model, InferenceState* state, int64_t slot0, const Ten
     arena.rewind(mark);
 }
 
+// The weight of the RMSNorm that reads the output of layer i first: the next layer's input norm if
+// it is a GDN layer (attention layers norm after their products).
+static Tensor next_norm(const Model& model, int64_t i) {
+    const ModelConfig& c = model.config();
+    if (i + 1 >= c.num_hidden_layers || c.is_attention(i + 1)) return Tensor();
+    return model.w().layers[i + 1].gdn.input_layernorm;
+}
+
 void forward_batch(const Model& model, InferenceState* state, int64_t slot0, const BatchInfo& bt,
                    const Tensor& ids, const ForwardOutputs& out, Arena& arena) {
     const ModelConfig& c = model.config();
@@ -149,15 +157,20 @@ void forward_batch(const Model& model, InferenceState* state, int64_t slot0, con
     const DType dt = model.dtype();
     Tensor h = arena.alloc(dt, {N, C});
     ops::embedding(h, ids, model.w().embed_tokens);  // h0 = E[ids]     (2.1)
+    // What a layer's last product may leave of h for the next layer's first norm (one row:
+    // decoding a single sequence).
+    SumSquares h_sumsq;
+    h_sumsq.partials = arena.alloc(DType::f32, {C});
+    h_sumsq.scaled = arena.alloc(dt, {C});
     if (out.on_hidden) out.on_hidden(0, h.reshape({B, T, C}));
     for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
         const size_t layer_mark = arena.mark();
         if (c.is_attention(i))
             attention_layer_forward(h, h, plan_attention_acts(arena, c, B, T, dt, false), i, model,
-                                    state, slot0, bt);
+                                    state, slot0, bt, &h_sumsq);
         else
             gdn_layer_forward(h, h, plan_gdn_acts(arena, c, B, T, dt, false), i, model, state,
-                              slot0, bt, arena);
+                              slot0, bt, arena, &h_sumsq, next_norm(model, i));
         arena.rewind(layer_mark);
         if (out.on_hidden && i + 1 < c.num_hidden_layers)
             out.on_hidden(i + 1, h.reshape({B, T, C}));
