@@ -284,12 +284,11 @@ kernels::GemvArgs swiglu_args(const Tensor& act, const Tensor& gate, const Tenso
     return a;
 }
 
-// The carried norm: one bf16 row h whose producer left its sums of squares and h ⊙ norm_w for this
-// norm's weight.
+// The carried norm: a bf16 row h whose producer left its sums of squares and h ⊙ norm_w for this
+// norm's weight (ops:: checked that sums describe one row and that scaled is h's size and dtype).
 bool norm_fits(const Tensor& h, const Tensor& norm_w, const SumSquares& sumsq) {
     return sumsq.count > 0 && sumsq.count <= kernels::kGemvMaxSumsq &&
-           sumsq.norm_w.data == norm_w.data && h.dtype == DType::bf16 && h.numel() == h.size(-1) &&
-           sumsq.scaled.dtype == DType::bf16 && sumsq.scaled.numel() == h.numel();
+           sumsq.norm_w.data == norm_w.data && h.dtype == DType::bf16;
 }
 
 void set_input_norm(kernels::GemvArgs& a, float eps, const SumSquares& sumsq) {
@@ -318,8 +317,7 @@ void matmul_sumsq(const Tensor& out, SumSquares& sumsq, const Tensor& x, const T
     sumsq.count = 0;
     const int64_t O = w.size(0), most_blocks = (O + kernels::kGemvWarps - 1) / kernels::kGemvWarps;
     if (out.dtype != DType::bf16 || x.numel() != x.size(-1) || !gemv_fits(x, w, out.dtype) ||
-        norm_w.empty() || sumsq.scaled.dtype != DType::bf16 ||
-        sumsq.partials.numel() < most_blocks) {
+        norm_w.empty() || sumsq.scaled.empty() || sumsq.partials.numel() < most_blocks) {
         matmul(out, x, w, accumulate);
         return;
     }

@@ -159,16 +159,24 @@ void set_observer(OpObserver* observer) {
 
 // ---- dense -------------------------------------------------------------------------------------
 
-void matmul(const Tensor& out, const Tensor& x, const Tensor& w, bool accumulate) {
-    const char* op = "matmul";
-    const Device dev = one_device(op, out, {&out, &x, &w});
+namespace {
+// out [..., O] = x [..., I] · w [O, I]ᵀ, one dtype, one device (also checked: `extra`).
+Device check_matmul(const char* op, const Tensor& out, const Tensor& x, const Tensor& w,
+                    const Tensor& extra = Tensor()) {
+    const Device dev = one_device(op, out, {&out, &x, &w, &extra});
     check_float(op, "out", out);
     check_dtype(op, "x", x, out.dtype);
     check_dtype(op, "w", w, out.dtype);
     OLMO_CHECK(w.ndim == 2 && same_rows(out, x) && last_dim(x) == w.shape[1] &&
                    last_dim(out) == w.shape[0],
-               "[matmul] out ", out.shape_str(), " = x ", x.shape_str(), " · w ", w.shape_str(),
+               "[", op, "] out ", out.shape_str(), " = x ", x.shape_str(), " · w ", w.shape_str(),
                "ᵀ: expected out [..., O], x [..., I], w [O, I]");
+    return dev;
+}
+}  // namespace
+
+void matmul(const Tensor& out, const Tensor& x, const Tensor& w, bool accumulate) {
+    const Device dev = check_matmul("matmul", out, x, w);
     OLMO_DISPATCH(dev, matmul, out, x, w, accumulate);
 }
 
@@ -268,14 +276,7 @@ void matmul_swiglu(const Tensor& act, const Tensor& gate, const Tensor& up, cons
 void matmul_sumsq(const Tensor& out, SumSquares& sumsq, const Tensor& x, const Tensor& w,
                   bool accumulate, const Tensor& norm_w) {
     const char* op = "matmul_sumsq";
-    const Device dev = one_device(op, out, {&out, &x, &w, &norm_w});
-    check_float(op, "out", out);
-    check_dtype(op, "x", x, out.dtype);
-    check_dtype(op, "w", w, out.dtype);
-    OLMO_CHECK(w.ndim == 2 && same_rows(out, x) && last_dim(x) == w.shape[1] &&
-                   last_dim(out) == w.shape[0],
-               "[", op, "] out ", out.shape_str(), " = x ", x.shape_str(), " · w ", w.shape_str(),
-               "ᵀ: expected out [..., O], x [..., I], w [O, I]");
+    const Device dev = check_matmul(op, out, x, w, norm_w);
     sumsq.count = 0;
     sumsq.norm_w = Tensor();
     check_sumsq(op, sumsq, out);
