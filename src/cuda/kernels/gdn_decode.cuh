@@ -19,6 +19,7 @@
 #include <cooperative_groups.h>
 
 #include "gdn_gates.cuh"
+#include "gdn_recurrent.cuh"
 #include "vec.cuh"
 
 namespace olmo::kernels {
@@ -61,23 +62,10 @@ __device__ __noinline__ float delta_rule_column(float* st, const float* s_q, con
     float col[KMAX];
 #pragma unroll
     for (int i = 0; i < KMAX; ++i) col[i] = i < Dk ? st[int64_t(i) * Dv] : 0.0f;
-    float hk = 0.0f;
-#pragma unroll
-    for (int i = 0; i < KMAX; ++i) {
-        if (i < Dk) {
-            col[i] *= alpha;
-            hk += s_k[i] * col[i];
-        }
-    }
+    auto key = [&](int i) { return s_k[i]; };
+    const float hk = decay_dot(col, alpha, Dk, key);
     const float u = beta * (v - hk);
-    float out = 0.0f;
-#pragma unroll
-    for (int i = 0; i < KMAX; ++i) {
-        if (i < Dk) {
-            col[i] += s_k[i] * u;
-            out += s_q[i] * col[i];
-        }
-    }
+    const float out = update_dot(col, u, Dk, key, [&](int i) { return s_q[i]; });
 #pragma unroll
     for (int i = 0; i < KMAX; ++i)
         if (i < Dk) st[int64_t(i) * Dv] = col[i];
@@ -320,28 +308,15 @@ __global__ void __launch_bounds__(32 * kGdnClusterWarps)
     float kr[KP];
 #pragma unroll
     for (int i = 0; i < KP; ++i) kr[i] = i < own_rows ? s_k[row0 + i] * rk : 0.0f;
-    float hk = 0.0f;
-#pragma unroll
-    for (int i = 0; i < KP; ++i) {
-        if (i < own_rows) {
-            col[i] *= alpha;
-            hk += kr[i] * col[i];
-        }
-    }
+    auto key = [&](int i) { return kr[i]; };
+    float hk = decay_dot(col, alpha, own_rows, key);
     s_part[0][warp][lane] = hk;
     __syncthreads();
     hk = 0.0f;
 #pragma unroll
     for (int w = 0; w < kGdnClusterWarps; ++w) hk += s_part[0][w][lane];
     const float u = beta * ((has_col ? s_v[lane] : 0.0f) - hk);
-    float o = 0.0f;
-#pragma unroll
-    for (int i = 0; i < KP; ++i) {
-        if (i < own_rows) {
-            col[i] += kr[i] * u;
-            o += (s_q[row0 + i] * rq) * col[i];
-        }
-    }
+    float o = update_dot(col, u, own_rows, key, [&](int i) { return s_q[row0 + i] * rq; });
 #pragma unroll
     for (int i = 0; i < KP; ++i)
         if (has_col && i < own_rows) st[i * Dv] = col[i];

@@ -10,6 +10,35 @@
 
 namespace olmo::kernels {
 
+// The two halves of one step on a column h held in registers, over its first n rows (N ≥ n,
+// unrolled), with k(i) and q(i) the rows' key and query values: decay_dot scales h by α and returns
+// h·k; update_dot adds k u and returns h·q. Also the decode kernels' step (kernels/gdn_decode.cuh).
+template <int N, class K>
+__device__ __forceinline__ float decay_dot(float (&col)[N], float alpha, int n, K k) {
+    float hk = 0.0f;
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+        if (i < n) {
+            col[i] *= alpha;
+            hk += k(i) * col[i];
+        }
+    }
+    return hk;
+}
+
+template <int N, class K, class Q>
+__device__ __forceinline__ float update_dot(float (&col)[N], float u, int n, K k, Q q) {
+    float out = 0.0f;
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+        if (i < n) {
+            col[i] += k(i) * u;
+            out += q(i) * col[i];
+        }
+    }
+    return out;
+}
+
 // grid (B·H, ceil(Dv / blockDim.x)); dynamic shared memory 2·Dk floats.
 template <class T, int KMAX>
 __global__ void gdn_recurrent_kernel(T* __restrict__ o, float* __restrict__ state,
@@ -38,23 +67,10 @@ __global__ void gdn_recurrent_kernel(T* __restrict__ o, float* __restrict__ stat
         __syncthreads();
         const float alpha = expf(g[head]), b_t = beta[head];
         if (active) {
-            float hk = 0.0f;
-#pragma unroll
-            for (int i = 0; i < KMAX; ++i) {
-                if (i < Dk) {
-                    col[i] *= alpha;
-                    hk += col[i] * s_k[i];
-                }
-            }
+            auto key = [&](int i) { return s_k[i]; };
+            const float hk = decay_dot(col, alpha, Dk, key);
             const float u = b_t * (to_f32(v[head * Dv + j]) - hk);
-            float out = 0.0f;
-#pragma unroll
-            for (int i = 0; i < KMAX; ++i) {
-                if (i < Dk) {
-                    col[i] += s_k[i] * u;
-                    out += col[i] * s_q[i];
-                }
-            }
+            const float out = update_dot(col, u, Dk, key, [&](int i) { return s_q[i]; });
             o[head * Dv + j] = from_f32<T>(out);
         }
     }
